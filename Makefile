@@ -1,0 +1,50 @@
+# Tessera: the two commands are `make run` and `make test` (see README.md).
+# Everything else here serves them.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+JOBS       ?= $(shell nproc)
+CC_ASAN    ?= clang-14
+
+.PHONY: all build asan deps run test test-unit test-blackbox test-asan bench format format-check \
+        check-includes clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS_RELWITHDEBINFO="-O2 -g"
+
+build: $(BUILD)/build.ninja
+	cmake --build $(BUILD) -j $(JOBS)
+
+$(ASAN_BUILD)/build.ninja:
+	CC=$(CC_ASAN) cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTS_SANITIZE=ON
+
+asan: $(ASAN_BUILD)/build.ninja
+	cmake --build $(ASAN_BUILD) -j $(JOBS)
+
+# Installs what is missing, builds, and serves on ./tessera.db (TESSERA_* variables apply).
+run: deps build
+	./$(BUILD)/tessera serve
+
+# Installs, builds twice (gcc -O2, clang ASan+UBSan) and runs every test against both.
+test: deps
+	@bash scripts/test.sh
+
+bench: deps build
+	@bash bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
+check-includes:
+	@bash scripts/check-includes.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

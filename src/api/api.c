@@ -1,0 +1,671 @@
+/*
+ * api.c - the route table, the hooks every request passes through (CORS, request
+ * log, 404/405/413) and the helpers shared by the handlers: JSON bodies, bearer
+ * authentication, the User and session objects.
+ */
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "api_int.h"
+
+static const struct ts_http_route routes[] = {
+    {TS_HTTP_GET | TS_HTTP_HEAD, "/health", api_health},
+    {TS_HTTP_GET | TS_HTTP_HEAD, "/ready", api_ready},
+    {TS_HTTP_GET, "/settings", api_settings},
+    {TS_HTTP_GET, "/.well-known/jwks.json", api_jwks},
+    {TS_HTTP_GET, "/metrics", api_metrics},
+    {TS_HTTP_POST, "/signup", api_signup},
+    {TS_HTTP_POST, "/token", api_token},
+    {TS_HTTP_GET, "/user", api_user_get},
+    {TS_HTTP_PUT, "/user", api_user_put},
+    {TS_HTTP_POST, "/logout", api_logout},
+    {TS_HTTP_GET, "/admin/users", api_admin_users_list},
+    {TS_HTTP_POST, "/admin/users", api_admin_users_create},
+    {TS_HTTP_GET, "/admin/users/{id}", api_admin_user_get},
+    {TS_HTTP_PUT, "/admin/users/{id}", api_admin_user_update},
+    {TS_HTTP_DELETE, "/admin/users/{id}", api_admin_user_delete},
+};
+
+/* ---- per-request state and responses ---- */
+
+struct api_req *api_req(struct ts_http_req *req)
+{
+    struct api_req *ar = ts_http_app_data(req);
+    if (!ar) {
+        ar = ts_arena_calloc(ts_http_arena(req), sizeof(*ar));
+        ts_http_set_app_data(req, ar);
+    }
+    return ar;
+}
+
+static void decref_json(void *p)
+{
+    json_decref(p);
+}
+
+void api_json(struct ts_http_req *req, int status, json_t *j)
+{
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!text) {
+        static const char fallback[] = "{\"code\":500,\"error_code\":\"unexpected_failure\"}";
+        ts_http_respond(req, 500, "application/json", fallback, sizeof(fallback) - 1);
+        return;
+    }
+    ts_http_respond(req, status, "application/json", text, strlen(text));
+    free(text);
+}
+
+/* ---- request bodies ---- */
+
+static int hexval(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = tolower(c);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes application/x-www-form-urlencoded text into an arena string; NULL if malformed. */
+static char *form_decode(struct ts_arena *a, const char *s, size_t n)
+{
+    char *out = ts_arena_alloc(a, n + 1);
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '+') {
+            out[o++] = ' ';
+        } else if (s[i] == '%') {
+            if (i + 2 >= n)
+                return NULL;
+            int hi = hexval((unsigned char)s[i + 1]);
+            int lo = hexval((unsigned char)s[i + 2]);
+            if (hi < 0 || lo < 0)
+                return NULL;
+            out[o++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            out[o++] = s[i];
+        }
+    }
+    out[o] = '\0';
+    if (strlen(out) != o)
+        return NULL; /* an encoded NUL */
+    return out;
+}
+
+static json_t *parse_form(struct ts_arena *a, const char *body, size_t len)
+{
+    json_t *obj = json_object();
+    const char *p = body, *end = body + len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        const char *eq = memchr(p, '=', (size_t)(stop - p));
+        if (stop > p) {
+            const char *kend = eq ? eq : stop;
+            char *k = form_decode(a, p, (size_t)(kend - p));
+            char *v = eq ? form_decode(a, eq + 1, (size_t)(stop - eq - 1)) : ts_arena_strdup(a, "");
+            json_t *js = v ? json_string(v) : NULL; /* NULL also for invalid UTF-8 */
+            if (!k || !js || json_object_set_new(obj, k, js) != 0) {
+                json_decref(obj);
+                return NULL;
+            }
+        }
+        p = stop + 1;
+    }
+    return obj;
+}
+
+json_t *api_body(struct ts_http_req *req)
+{
+    size_t len;
+    const char *body = ts_http_body(req, &len);
+    const char *ct = ts_http_header(req, "Content-Type");
+    /* GoTrue parses every body as JSON whatever its Content-Type (curl -d sends JSON
+     * labelled as a form); a real form body is accepted too, for OAuth-style clients. */
+    json_error_t err;
+    json_t *j = json_loadb(body, len, JSON_REJECT_DUPLICATES, &err);
+    if (!j && ct && strncasecmp(ct, "application/x-www-form-urlencoded", 33) == 0)
+        j = parse_form(ts_http_arena(req), body, len);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        api_error(req, ERR_BAD_JSON, NULL);
+        return NULL;
+    }
+    ts_arena_defer(ts_http_arena(req), decref_json, j);
+    return j;
+}
+
+const char *api_str(const json_t *obj, const char *key, bool *bad)
+{
+    const json_t *v = json_object_get(obj, key);
+    if (!v || json_is_null(v))
+        return NULL;
+    if (!json_is_string(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return json_string_value(v);
+}
+
+static void wipe_string(void *p)
+{
+    ts_wipe(p, strlen(p));
+}
+
+char *api_secret_copy(struct ts_http_req *req, const char *s)
+{
+    char *copy = ts_arena_strdup(ts_http_arena(req), s);
+    ts_arena_defer(ts_http_arena(req), wipe_string, copy);
+    return copy;
+}
+
+static bool email_char_ok(unsigned char c)
+{
+    return isalnum(c) || (c && strchr(".!#$%&'*+/=?^_`{|}~-", c));
+}
+
+char *api_normalize_email(struct ts_http_req *req, const char *email)
+{
+    while (isspace((unsigned char)*email))
+        email++;
+    size_t n = strlen(email);
+    while (n && isspace((unsigned char)email[n - 1]))
+        n--;
+    if (n == 0 || n > 255)
+        return NULL;
+    char *e = ts_arena_strndup(ts_http_arena(req), email, n);
+    char *at = strchr(e, '@');
+    if (!at || at == e || strchr(at + 1, '@') || !at[1])
+        return NULL;
+    for (char *c = e; c < at; c++)
+        if (!email_char_ok((unsigned char)*c))
+            return NULL;
+    /* The domain: dot-separated labels of letters, digits and inner hyphens. */
+    const char *label = at + 1;
+    for (const char *c = at + 1;; c++) {
+        if (*c == '.' || *c == '\0') {
+            size_t ll = (size_t)(c - label);
+            if (ll == 0 || ll > 63 || label[0] == '-' || c[-1] == '-')
+                return NULL;
+            if (!*c)
+                break;
+            label = c + 1;
+        } else if (!isalnum((unsigned char)*c) && *c != '-') {
+            return NULL;
+        }
+    }
+    for (char *c = e; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    return e;
+}
+
+/* ---- authentication ---- */
+
+static void free_user(void *p)
+{
+    ts_user_free(p);
+}
+
+void api_own_user(struct ts_http_req *req, struct ts_user *u)
+{
+    ts_arena_defer(ts_http_arena(req), free_user, u);
+}
+
+bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user)
+{
+    struct ts_api *api = ts_http_app(req);
+    const char *h = ts_http_header(req, "Authorization");
+    if (user)
+        *user = NULL;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
+        api_error(req, ERR_NO_AUTHORIZATION, NULL);
+        return false;
+    }
+    const char *tok = h + 7;
+    while (*tok == ' ')
+        tok++;
+    size_t len = strlen(tok);
+    while (len && tok[len - 1] == ' ')
+        len--;
+    if (!len) {
+        api_error(req, ERR_NO_AUTHORIZATION, NULL);
+        return false;
+    }
+    enum ts_rc rc = ts_keyring_verify(api->keyring, tok, len, p);
+    if (rc == TS_E_EXPIRED) {
+        api_error(req, ERR_BAD_JWT, "invalid JWT: unable to parse or verify signature, token has "
+                                    "invalid claims: token is expired");
+        return false;
+    }
+    if (rc) {
+        api_error(req, ERR_BAD_JWT, NULL);
+        return false;
+    }
+    if (!p->sub[0])
+        return true; /* an API key: no session to check */
+    struct ts_user *u = NULL;
+    /* Every user request checks that its session still exists: this is what makes logout,
+     * refresh-token reuse detection and user deletion take effect at once. */
+    rc = ts_store_session_user(api->store, p->session_id, p->sub, &u);
+    if (rc == TS_E_NOT_FOUND) {
+        api_error(req, ERR_SESSION_NOT_FOUND, NULL);
+        return false;
+    }
+    if (rc) {
+        api_fail(req, rc, "session check");
+        return false;
+    }
+    api_own_user(req, u);
+    if (u->banned_until > ts_now_us()) {
+        api_error_status(req, ERR_USER_BANNED, 403, NULL);
+        return false;
+    }
+    api_req(req)->user_id = u->id;
+    if (user)
+        *user = u;
+    return true;
+}
+
+bool api_require_user(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user)
+{
+    if (!api_authenticate(req, p, user))
+        return false;
+    if (!p->sub[0]) {
+        api_error(req, ERR_BAD_JWT, "invalid claim: missing sub claim");
+        return false;
+    }
+    return true;
+}
+
+bool api_require_admin(struct ts_http_req *req, struct ts_principal *p)
+{
+    struct ts_api *api = ts_http_app(req);
+    if (!api_authenticate(req, p, NULL))
+        return false;
+    for (char **r = api->admin_roles; *r; r++)
+        if (strcmp(*r, p->role) == 0)
+            return true;
+    api_error(req, ERR_NOT_ADMIN, NULL);
+    return false;
+}
+
+/* ---- users ---- */
+
+void api_merge_metadata(json_t *target, json_t *patch)
+{
+    const char *key;
+    json_t *value;
+    json_object_foreach(patch, key, value)
+    {
+        if (json_is_null(value))
+            json_object_del(target, key);
+        else
+            json_object_set(target, key, value);
+    }
+}
+
+static void set_time(json_t *o, const char *key, int64_t us)
+{
+    if (!us)
+        return;
+    char t[TS_TIME_STR_LEN];
+    ts_time_format(us, t);
+    json_object_set_new(o, key, json_string(t));
+}
+
+/* The e-mail identity GoTrue lists for e-mail users. Its id is derived from the user id so
+ * that it is stable without a row of its own. */
+static json_t *email_identity(const struct ts_user *u)
+{
+    uint8_t h[32];
+    char seed[64];
+    snprintf(seed, sizeof(seed), "identity:email:%s", u->id);
+    ts_sha256(seed, strlen(seed), h);
+    h[6] = (uint8_t)((h[6] & 0x0f) | 0x40);
+    h[8] = (uint8_t)((h[8] & 0x3f) | 0x80);
+    char hex[33], iid[TS_UUID_STR_LEN + 1];
+    ts_hex_encode(h, 16, hex);
+    snprintf(iid, sizeof(iid), "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
+             hex + 20);
+    json_t *data = json_pack("{s:s, s:s, s:b, s:b}", "email", u->email, "sub", u->id,
+                             "email_verified", u->email_confirmed_at != 0, "phone_verified", 0);
+    json_t *idn = json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "identity_id", iid, "id", u->id,
+                            "user_id", u->id, "identity_data", data, "provider", "email", "email",
+                            u->email);
+    set_time(idn, "last_sign_in_at", u->last_sign_in_at ? u->last_sign_in_at : u->created_at);
+    set_time(idn, "created_at", u->created_at);
+    set_time(idn, "updated_at", u->updated_at);
+    return idn;
+}
+
+json_t *api_user_json(struct ts_api *api, const struct ts_user *u)
+{
+    (void)api;
+    json_t *o = json_object();
+    json_object_set_new(o, "id", json_string(u->id));
+    json_object_set_new(o, "aud", json_string(u->aud));
+    json_object_set_new(o, "role", json_string(u->role));
+    json_object_set_new(o, "email", json_string(u->email ? u->email : ""));
+    set_time(o, "email_confirmed_at", u->email_confirmed_at);
+    json_object_set_new(o, "phone", json_string(u->phone ? u->phone : ""));
+    set_time(o, "phone_confirmed_at", u->phone_confirmed_at);
+    set_time(o, "confirmation_sent_at", u->confirmation_sent_at);
+    int64_t confirmed = u->email_confirmed_at;
+    if (u->phone_confirmed_at && (!confirmed || u->phone_confirmed_at < confirmed))
+        confirmed = u->phone_confirmed_at;
+    set_time(o, "confirmed_at", confirmed);
+    set_time(o, "invited_at", u->invited_at);
+    set_time(o, "last_sign_in_at", u->last_sign_in_at);
+    json_object_set(o, "app_metadata", u->app_metadata);
+    json_object_set(o, "user_metadata", u->user_metadata);
+    json_t *ids = json_array();
+    if (u->email && !u->is_anonymous)
+        json_array_append_new(ids, email_identity(u));
+    json_object_set_new(o, "identities", ids);
+    set_time(o, "created_at", u->created_at);
+    set_time(o, "updated_at", u->updated_at);
+    if (u->banned_until > ts_now_us())
+        set_time(o, "banned_until", u->banned_until);
+    set_time(o, "deleted_at", u->deleted_at);
+    json_object_set_new(o, "is_anonymous", json_boolean(u->is_anonymous));
+    return o;
+}
+
+const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg)
+{
+    /* Length in characters (UTF-8 code points), as GoTrue counts it. */
+    size_t chars = 0;
+    for (const unsigned char *c = (const unsigned char *)pw; *c; c++)
+        chars += (*c & 0xc0) != 0x80;
+    if ((int64_t)chars < api->cfg->password_min_length) {
+        *msg = "Password should be at least the configured number of characters.";
+        return "length";
+    }
+    const char *sets = api->cfg->password_required_characters;
+    while (sets && *sets) {
+        const char *end = strchr(sets, ':');
+        size_t n = end ? (size_t)(end - sets) : strlen(sets);
+        bool found = n == 0;
+        for (size_t i = 0; i < n && !found; i++)
+            found = strchr(pw, sets[i]) != NULL;
+        if (!found) {
+            *msg = "Password should contain at least one character of each required set.";
+            return "characters";
+        }
+        sets = end ? end + 1 : NULL;
+    }
+    return NULL;
+}
+
+/* ---- sessions ---- */
+
+json_t *api_session_json(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
+                         const char *aal, json_t *amr, const char *refresh_token)
+{
+    struct ts_api *api = ts_http_app(req);
+    int64_t now = ts_now_s();
+    int64_t exp = now + api->cfg->jwt_exp;
+    json_t *claims = json_object();
+    json_object_set_new(claims, "iss", json_string(api->cfg->jwt_issuer));
+    json_object_set_new(claims, "sub", json_string(u->id));
+    json_object_set_new(claims, "aud", json_string(api->cfg->jwt_aud));
+    json_object_set_new(claims, "exp", json_integer(exp));
+    json_object_set_new(claims, "iat", json_integer(now));
+    json_object_set_new(claims, "email", json_string(u->email ? u->email : ""));
+    json_object_set_new(claims, "phone", json_string(u->phone ? u->phone : ""));
+    json_object_set(claims, "app_metadata", u->app_metadata);
+    json_object_set(claims, "user_metadata", u->user_metadata);
+    json_object_set_new(claims, "role", json_string(u->role));
+    json_object_set_new(claims, "aal", json_string(aal));
+    json_object_set(claims, "amr", amr);
+    json_object_set_new(claims, "session_id", json_string(session_id));
+    json_object_set_new(claims, "is_anonymous", json_boolean(u->is_anonymous));
+    char *token = NULL;
+    enum ts_rc rc = ts_keyring_sign(api->keyring, claims, &token);
+    json_decref(claims);
+    if (rc)
+        return NULL;
+    json_t *s = json_pack("{s:s, s:s, s:I, s:I, s:s, s:o}", "access_token", token, "token_type",
+                          "bearer", "expires_in", (json_int_t)api->cfg->jwt_exp, "expires_at",
+                          (json_int_t)exp, "refresh_token", refresh_token, "user",
+                          api_user_json(api, u));
+    free(token);
+    return s;
+}
+
+void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method,
+                       json_t *extra)
+{
+    struct ts_api *api = ts_http_app(req);
+    int64_t now = ts_now_us();
+    char refresh[TS_REFRESH_TOKEN_LEN + 1];
+    struct ts_session_new sn = {.user_id = u->id, .aal = "aal1", .now = now};
+    ts_refresh_token_new(refresh, sn.refresh_hash);
+    json_t *amr = json_pack("[{s:s, s:I}]", "method", amr_method, "timestamp",
+                            (json_int_t)(now / 1000000));
+    char *amr_text = json_dumps(amr, JSON_COMPACT);
+    sn.amr_json = amr_text;
+    sn.ip = ts_http_client_ip(req);
+    sn.user_agent = ts_http_header(req, "User-Agent");
+    char session_id[TS_STORE_ID_LEN + 1];
+    enum ts_rc rc = ts_store_session_create(api->store, &sn, session_id);
+    free(amr_text);
+    if (rc) {
+        json_decref(amr);
+        json_decref(extra);
+        ts_wipe(refresh, sizeof(refresh));
+        if (rc == TS_E_NOT_FOUND)
+            api_error(req, ERR_USER_NOT_FOUND, NULL);
+        else
+            api_fail(req, rc, "session create");
+        return;
+    }
+    u->last_sign_in_at = now;
+    json_t *s = api_session_json(req, u, session_id, "aal1", amr, refresh);
+    ts_wipe(refresh, sizeof(refresh));
+    json_decref(amr);
+    if (!s) {
+        json_decref(extra);
+        api_fail(req, TS_E_CRYPTO, "sign access token");
+        return;
+    }
+    if (extra)
+        json_object_update(s, extra);
+    json_decref(extra);
+    api_req(req)->user_id = ts_arena_strdup(ts_http_arena(req), u->id);
+    api_json(req, 200, s);
+}
+
+/* ---- the hash pool, seen from a request ---- */
+
+static void hash_done(struct ts_hash_job *job)
+{
+    ts_http_resume(job->cls);
+}
+
+static void hash_start(struct ts_http_req *req)
+{
+    struct ts_api *api = ts_http_app(req);
+    struct ts_hash_job *job = api_req(req)->work;
+    if (ts_hashpool_submit(api->pool, job) != TS_OK) {
+        job->rc = TS_E_BUSY;
+        ts_http_resume(req);
+    }
+}
+
+static void free_new_hash(void *p)
+{
+    struct ts_hash_job *job = p;
+    if (job->new_hash) {
+        ts_wipe(job->new_hash, strlen(job->new_hash));
+        free(job->new_hash);
+        job->new_hash = NULL;
+    }
+}
+
+void api_hash_async(struct ts_http_req *req, struct ts_hash_job *job, ts_http_handler_fn *cont)
+{
+    job->done = hash_done;
+    job->cls = req;
+    job->rc = TS_OK;
+    job->new_hash = NULL;
+    api_req(req)->work = job;
+    ts_arena_defer(ts_http_arena(req), free_new_hash, job);
+    ts_http_suspend(req, hash_start, cont);
+}
+
+struct ts_hash_job *api_hash_job(struct ts_http_req *req)
+{
+    return api_req(req)->work;
+}
+
+/* ---- hooks ---- */
+
+static bool before(struct ts_http_req *req)
+{
+    struct ts_api *api = ts_http_app(req);
+    struct api_req *ar = api_req(req);
+    const char *v = ts_http_header(req, "X-Supabase-Api-Version");
+    /* gotrue-api.md §1: a dated version from 2024-01-01 on selects the {code,message} shape. */
+    if (v && strlen(v) == 10 && v[4] == '-' && v[7] == '-' && strcmp(v, "2024-01-01") >= 0) {
+        ar->versioned = true;
+        ar->api_version = v;
+        ts_http_add_header(req, "X-Supabase-Api-Version", "2024-01-01");
+    }
+    const char *origin = ts_http_header(req, "Origin");
+    const char *allowed = api->cfg->cors_allowed_origins;
+    bool origin_ok = false;
+    if (origin) {
+        if (strcmp(allowed, "*") == 0) {
+            origin_ok = true;
+        } else {
+            size_t ol = strlen(origin);
+            for (const char *p = allowed; p && *p;) {
+                const char *end = strchr(p, ',');
+                size_t n = end ? (size_t)(end - p) : strlen(p);
+                if (n == ol && strncmp(p, origin, n) == 0)
+                    origin_ok = true;
+                p = end ? end + 1 : NULL;
+            }
+        }
+    }
+    if (origin_ok) {
+        ts_http_add_header(req, "Access-Control-Allow-Origin", origin);
+        ts_http_add_header(req, "Access-Control-Allow-Credentials", "true");
+        ts_http_add_header(req, "Vary", "Origin");
+        ts_http_add_header(req, "Access-Control-Expose-Headers",
+                           "X-Total-Count, Link, X-Supabase-Api-Version, x-sb-error-code, "
+                           "X-Request-Id");
+    }
+    if (ts_http_method(req) == TS_HTTP_OPTIONS) {
+        if (origin_ok) {
+            ts_http_add_header(req, "Access-Control-Allow-Methods",
+                               "GET, POST, PUT, PATCH, DELETE, OPTIONS");
+            ts_http_add_header(req, "Access-Control-Allow-Headers",
+                               "Accept, Authorization, Content-Type, X-Client-IP, X-Client-Info, "
+                               "X-JWT-AUD, x-use-cookie, X-Supabase-Api-Version, apikey, "
+                               "x-client-info");
+            ts_http_add_header(req, "Access-Control-Max-Age", "86400");
+        }
+        ts_http_respond(req, 204, NULL, "", 0);
+        return true;
+    }
+    return false;
+}
+
+static void after(struct ts_http_req *req)
+{
+    struct ts_api *api = ts_http_app(req);
+    if (!api->cfg->log_requests)
+        return;
+    struct api_req *ar = ts_http_app_data(req);
+    char when[TS_TIME_STR_LEN];
+    ts_time_format(ts_now_us(), when);
+    struct ts_buf b;
+    ts_buf_init(&b, 4096);
+    enum ts_rc rc = ts_buf_appendf(&b,
+                                   "{\"time\":\"%s\",\"level\":\"info\",\"msg\":\"request\","
+                                   "\"request_id\":\"%s\",\"method\":\"",
+                                   when, ts_http_request_id(req));
+    if (!rc)
+        rc = ts_buf_append_json_escaped(&b, ts_http_method_name(req));
+    if (!rc)
+        rc = ts_buf_appendf(&b, "\",\"route\":\"%s\",\"status\":%d,\"duration_us\":%lld,\"ip\":\"%s\"",
+                            ts_http_route_name(req), ts_http_status(req),
+                            (long long)ts_http_elapsed_us(req), ts_http_client_ip(req));
+    if (!rc && ar && ar->user_id)
+        rc = ts_buf_appendf(&b, ",\"user_id\":\"%s\"", ar->user_id);
+    if (!rc)
+        rc = ts_buf_append_str(&b, "}");
+    if (!rc)
+        ts_log_line(b.data, b.len);
+    ts_buf_free(&b);
+}
+
+static void not_found(struct ts_http_req *req)
+{
+    if (!ts_http_method_allowed(req))
+        api_error(req, ERR_METHOD_NOT_ALLOWED, NULL);
+    else
+        api_error(req, ERR_NOT_FOUND, NULL);
+}
+
+static void too_large(struct ts_http_req *req)
+{
+    api_error(req, ERR_REQUEST_TOO_LARGE, NULL);
+}
+
+/* ---- setup ---- */
+
+struct ts_api *ts_api_new(const struct ts_api_deps *deps)
+{
+    struct ts_api *api = ts_xcalloc(1, sizeof(*api));
+    api->cfg = deps->cfg;
+    api->store = deps->store;
+    api->keyring = deps->keyring;
+    api->pool = deps->hashpool;
+    size_t n = 1;
+    for (const char *c = api->cfg->jwt_admin_roles; *c; c++)
+        n += *c == ',';
+    api->admin_roles = ts_xcalloc(n + 1, sizeof(char *));
+    size_t i = 0;
+    for (const char *p = api->cfg->jwt_admin_roles; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        while (len && *p == ' ') {
+            p++;
+            len--;
+        }
+        while (len && p[len - 1] == ' ')
+            len--;
+        if (len)
+            api->admin_roles[i++] = ts_xstrndup(p, len);
+        p = end ? end + 1 : NULL;
+    }
+    return api;
+}
+
+void ts_api_free(struct ts_api *api)
+{
+    if (!api)
+        return;
+    for (char **r = api->admin_roles; *r; r++)
+        free(*r);
+    free(api->admin_roles);
+    free(api);
+}
+
+void ts_api_http_options(struct ts_api *api, struct ts_http_options *opt)
+{
+    opt->routes = routes;
+    opt->nroutes = TS_ARRAY_LEN(routes);
+    opt->prefix = "/auth/v1";
+    opt->not_found = not_found;
+    opt->too_large = too_large;
+    opt->before = before;
+    opt->after = after;
+    opt->app = api;
+}

@@ -1,0 +1,161 @@
+/*
+ * api_int.h - private to src/api: the application context, the error table and the
+ * helpers every handler shares (JSON bodies, authentication, user and session JSON).
+ */
+#ifndef TS_API_INT_H
+#define TS_API_INT_H
+
+#include <jansson.h>
+
+#include "api.h"
+
+struct ts_api {
+    const struct ts_config *cfg;
+    struct ts_store *store;
+    struct ts_keyring *keyring;
+    struct ts_hashpool *pool;
+    char **admin_roles; /* split JWT_ADMIN_ROLES, NULL-terminated */
+};
+
+/* Per-request state kept by this module (ts_http_app_data). */
+struct api_req {
+    bool versioned;         /* the client sent X-Supabase-Api-Version >= 2024-01-01 */
+    const char *api_version; /* the value echoed back */
+    const char *user_id;    /* the authenticated user, for the log line */
+    void *work;             /* the handler's state while the request is parked */
+};
+
+/*
+ * GoTrue's error codes: the code, the usual HTTP status and the default message.
+ * Call sites may pass another status where GoTrue does (e.g. user_banned).
+ */
+#define API_ERROR_TABLE(X)                                                                         \
+    X(ERR_BAD_JSON, 400, "bad_json", "Could not parse request body as JSON")                       \
+    X(ERR_VALIDATION_FAILED, 400, "validation_failed", "Invalid request")                          \
+    X(ERR_INVALID_CREDENTIALS, 400, "invalid_credentials", "Invalid login credentials")            \
+    X(ERR_EMAIL_NOT_CONFIRMED, 400, "email_not_confirmed", "Email not confirmed")                  \
+    X(ERR_USER_BANNED, 400, "user_banned", "User is banned")                                       \
+    X(ERR_EMAIL_ADDRESS_INVALID, 400, "email_address_invalid",                                     \
+      "Unable to validate email address: invalid format")                                          \
+    X(ERR_EMAIL_PROVIDER_DISABLED, 400, "email_provider_disabled", "Email logins are disabled")    \
+    X(ERR_PHONE_PROVIDER_DISABLED, 400, "phone_provider_disabled", "Phone logins are disabled")    \
+    X(ERR_USER_ALREADY_EXISTS, 422, "user_already_exists", "User already registered")              \
+    X(ERR_EMAIL_EXISTS, 422, "email_exists",                                                       \
+      "A user with this email address has already been registered")                                \
+    X(ERR_WEAK_PASSWORD, 422, "weak_password", "Password is too weak")                             \
+    X(ERR_SAME_PASSWORD, 422, "same_password",                                                     \
+      "New password should be different from the old password.")                                  \
+    X(ERR_SIGNUP_DISABLED, 422, "signup_disabled", "Signups not allowed for this instance")        \
+    X(ERR_ANONYMOUS_PROVIDER_DISABLED, 422, "anonymous_provider_disabled",                         \
+      "Anonymous sign-ins are disabled")                                                           \
+    X(ERR_REFRESH_TOKEN_NOT_FOUND, 400, "refresh_token_not_found",                                 \
+      "Invalid Refresh Token: Refresh Token Not Found")                                            \
+    X(ERR_REFRESH_TOKEN_ALREADY_USED, 400, "refresh_token_already_used",                           \
+      "Invalid Refresh Token: Already Used")                                                       \
+    X(ERR_SESSION_NOT_FOUND, 403, "session_not_found",                                             \
+      "Session from session_id claim in JWT does not exist")                                       \
+    X(ERR_NO_AUTHORIZATION, 401, "no_authorization",                                               \
+      "This endpoint requires a Bearer token")                                                     \
+    X(ERR_BAD_JWT, 403, "bad_jwt", "invalid JWT: unable to parse or verify signature")             \
+    X(ERR_NOT_ADMIN, 403, "not_admin", "User not allowed")                                         \
+    X(ERR_USER_NOT_FOUND, 404, "user_not_found", "User not found")                                 \
+    X(ERR_OVER_REQUEST_RATE_LIMIT, 429, "over_request_rate_limit",                                 \
+      "Request rate limit reached")                                                                \
+    X(ERR_NOT_FOUND, 404, "not_found", "Not found")                                                \
+    X(ERR_METHOD_NOT_ALLOWED, 405, "method_not_allowed", "Method not allowed")                     \
+    X(ERR_REQUEST_TOO_LARGE, 413, "request_too_large", "Request body too large")                   \
+    X(ERR_SERVICE_UNAVAILABLE, 503, "service_unavailable",                                         \
+      "Service temporarily unavailable, please retry")                                             \
+    X(ERR_UNEXPECTED_FAILURE, 500, "unexpected_failure", "Unexpected failure")
+
+enum api_error {
+#define API_ERROR_ENUM(id, status, code, msg) id,
+    API_ERROR_TABLE(API_ERROR_ENUM)
+#undef API_ERROR_ENUM
+};
+
+/* ---- responses ---- */
+
+struct api_req *api_req(struct ts_http_req *req);
+/* Sends j (consumed) as JSON with status. */
+void api_json(struct ts_http_req *req, int status, json_t *j);
+/* Sends a GoTrue error in the shape the client asked for; msg NULL = the table's. */
+void api_error(struct ts_http_req *req, enum api_error e, const char *msg);
+void api_error_status(struct ts_http_req *req, enum api_error e, int status, const char *msg);
+/* 422 weak_password with {"weak_password":{"reasons":[reason]}}. */
+void api_weak_password(struct ts_http_req *req, const char *reason, const char *msg);
+/* OAuth-style {"error","error_description"}, always 400 (gotrue-api.md §1). */
+void api_oauth_error(struct ts_http_req *req, const char *error, const char *description);
+/* Maps a store/internal failure to 503 or 500 with a log line. */
+void api_fail(struct ts_http_req *req, enum ts_rc rc, const char *what);
+
+/* ---- requests ---- */
+
+/* The JSON object body (form bodies are converted), owned by the request arena; on failure
+ * it answers 400 bad_json and returns NULL. */
+json_t *api_body(struct ts_http_req *req);
+/* A string member of obj, or NULL when absent or null; *bad set when present but no string. */
+const char *api_str(const json_t *obj, const char *key, bool *bad);
+/* Copies s into the arena and registers its wiping at the end of the request. */
+char *api_secret_copy(struct ts_http_req *req, const char *s);
+/* Lower-cases and trims an e-mail into the arena; NULL if it is not a plausible address. */
+char *api_normalize_email(struct ts_http_req *req, const char *email);
+
+/* ---- authentication ---- */
+
+/* Verifies the bearer token and, for user tokens, that its session exists. On success fills
+ * *p and (for user tokens) *user (owned by the request). On failure answers and returns false. */
+bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user);
+/* api_authenticate, then requires a user token. */
+bool api_require_user(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user);
+/* api_authenticate, then requires an admin role. */
+bool api_require_admin(struct ts_http_req *req, struct ts_principal *p);
+/* Registers u to be freed with the request. */
+void api_own_user(struct ts_http_req *req, struct ts_user *u);
+
+/* ---- users and sessions ---- */
+
+/* Merges patch into target key by key; a null value deletes the key (gotrue-api.md §3). */
+void api_merge_metadata(json_t *target, json_t *patch);
+/* GoTrue's User object for u. */
+json_t *api_user_json(struct ts_api *api, const struct ts_user *u);
+/* Password policy: NULL when acceptable, else the weak_password reason ("length",
+ * "characters") and sets *msg. Passwords over 72 bytes are refused as GoTrue does. */
+const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg);
+
+/*
+ * Creates a session for u (amr method), signs its access token and answers with GoTrue's
+ * session object (status 200). extra (may be NULL) is merged into the response.
+ */
+void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method,
+                       json_t *extra);
+
+/* GoTrue's session object for an existing session (signs a fresh access token); NULL when
+ * signing failed. amr is borrowed. */
+json_t *api_session_json(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
+                         const char *aal, json_t *amr, const char *refresh_token);
+
+/* Hands job to the hash pool with the request parked; cont runs when it finishes (or with
+ * job->rc = TS_E_BUSY when the queue was full). job lives in the request arena. */
+void api_hash_async(struct ts_http_req *req, struct ts_hash_job *job, ts_http_handler_fn *cont);
+/* In a continuation: the job submitted by api_hash_async. */
+struct ts_hash_job *api_hash_job(struct ts_http_req *req);
+
+/* Handlers, by file. */
+void api_signup(struct ts_http_req *req);
+void api_user_get(struct ts_http_req *req);
+void api_user_put(struct ts_http_req *req);
+void api_logout(struct ts_http_req *req);
+void api_token(struct ts_http_req *req);
+void api_admin_users_list(struct ts_http_req *req);
+void api_admin_users_create(struct ts_http_req *req);
+void api_admin_user_get(struct ts_http_req *req);
+void api_admin_user_update(struct ts_http_req *req);
+void api_admin_user_delete(struct ts_http_req *req);
+void api_health(struct ts_http_req *req);
+void api_ready(struct ts_http_req *req);
+void api_settings(struct ts_http_req *req);
+void api_jwks(struct ts_http_req *req);
+void api_metrics(struct ts_http_req *req);
+
+#endif

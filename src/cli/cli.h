@@ -1,0 +1,37 @@
+/*
+ * cli.h - the tessera command line: serve, migrate, user, key, jwt, version.
+ * Private to src/cli.
+ */
+#ifndef TS_CLI_H
+#define TS_CLI_H
+
+#include <stdbool.h>
+
+#include "api/api.h"
+
+/* What every command that touches the database needs. */
+struct cli_env {
+    struct ts_config cfg;
+    struct ts_store *store;
+    struct ts_keyring *keyring;
+    bool keys_created;   /* this run created the signing keys (a first start) */
+    bool api_keys_new;   /* this run minted the anon/service keys' issue time */
+};
+
+/* Parses --config FILE (and --help) from argv into env->cfg; returns 0, or an exit code
+ * (2 for bad usage, 0 after --help via *done). */
+int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usage, bool *done);
+/* Opens the store, applies migrations, loads or creates the signing keys. Returns an exit
+ * code (0 on success). */
+int cli_bootstrap(struct cli_env *env);
+void cli_env_free(struct cli_env *env);
+/* Prints the anon and service_role keys (as JSON when json is true). */
+int cli_print_api_keys(struct cli_env *env, bool json);
+
+int cli_serve(int argc, char **argv);
+int cli_migrate(int argc, char **argv);
+int cli_user(int argc, char **argv);
+int cli_key(int argc, char **argv);
+int cli_jwt(int argc, char **argv);
+
+#endif

@@ -1,0 +1,392 @@
+/*
+ * cli_admin.c - `tessera user`, `tessera key`, `tessera jwt`: administration from
+ * the shell, straight on the database (the server need not run; a running server
+ * sees the changes at once, and rotated keys within seconds).
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* Reads one line (a password) from stdin without echo when it is a terminal. */
+static char *read_secret_line(const char *prompt)
+{
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    if (tty) {
+        fprintf(stderr, "%s", prompt);
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    }
+    char buf[1024];
+    char *line = fgets(buf, sizeof(buf), stdin);
+    if (tty) {
+        tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+        fputc('\n', stderr);
+    }
+    if (!line)
+        return NULL;
+    buf[strcspn(buf, "\r\n")] = '\0';
+    char *out = ts_xstrdup(buf);
+    ts_wipe(buf, sizeof(buf));
+    return out;
+}
+
+static void free_secret(char *s)
+{
+    if (s) {
+        ts_wipe(s, strlen(s));
+        free(s);
+    }
+}
+
+static struct ts_password_params password_params(const struct ts_config *cfg)
+{
+    struct ts_password_params pp = {.memory_kib = (uint32_t)cfg->password_hash_memory_kib,
+                                    .iterations = (uint32_t)cfg->password_hash_iterations};
+    return pp;
+}
+
+/* Finds a user by id or e-mail. */
+static enum ts_rc find_user(struct cli_env *env, const char *who, struct ts_user **out)
+{
+    if (ts_uuid_valid(who))
+        return ts_store_user_get(env->store, who, out);
+    char *lower = ts_xstrdup(who);
+    for (char *c = lower; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    enum ts_rc rc = ts_store_user_get_by_email(env->store, lower, out, NULL);
+    free(lower);
+    return rc;
+}
+
+static const char user_usage[] =
+    "usage: tessera user add EMAIL [--unconfirmed]   (password read from stdin)\n"
+    "       tessera user list [--json] [--filter TEXT]\n"
+    "       tessera user passwd EMAIL|ID                (password read from stdin)\n"
+    "       tessera user delete EMAIL|ID\n"
+    "       (each also takes --config FILE)\n"
+    "\n"
+    "add creates a confirmed e-mail user; passwd sets a new password and ends the user's\n"
+    "sessions; delete removes the user with every session and credential at once.\n";
+
+static int user_add(struct cli_env *env, const char *email, bool confirmed)
+{
+    if (!strchr(email, '@')) {
+        fprintf(stderr, "tessera: %s is not an e-mail address\n", email);
+        return 2;
+    }
+    char *pw = read_secret_line("password: ");
+    if (!pw || strlen(pw) < (size_t)env->cfg.password_min_length || strlen(pw) > 72) {
+        fprintf(stderr, "tessera: the password must have %lld to 72 characters\n",
+                (long long)env->cfg.password_min_length);
+        free_secret(pw);
+        return 2;
+    }
+    if (sodium_init() < 0)
+        return 1;
+    struct ts_password_params pp = password_params(&env->cfg);
+    char *hash = NULL;
+    enum ts_rc rc = ts_password_hash(&pp, pw, strlen(pw), &hash);
+    free_secret(pw);
+    if (rc)
+        return 1;
+    struct ts_user *u = ts_user_new();
+    ts_uuid_v4(u->id);
+    u->aud = ts_xstrdup(env->cfg.jwt_aud);
+    u->role = ts_xstrdup(env->cfg.jwt_default_group_name);
+    u->email = ts_xstrdup(email);
+    for (char *c = u->email; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    u->created_at = u->updated_at = ts_now_us();
+    if (confirmed)
+        u->email_confirmed_at = u->created_at;
+    json_object_set_new(u->app_metadata, "provider", json_string("email"));
+    json_object_set_new(u->app_metadata, "providers", json_pack("[s]", "email"));
+    rc = ts_store_user_create(env->store, u, hash);
+    free_secret(hash);
+    int code = 0;
+    if (rc == TS_E_CONFLICT) {
+        fprintf(stderr, "tessera: a user with this e-mail already exists\n");
+        code = 1;
+    } else if (rc) {
+        fprintf(stderr, "tessera: cannot create the user (%s)\n", ts_rc_name(rc));
+        code = 1;
+    } else {
+        printf("%s\n", u->id);
+    }
+    ts_user_free(u);
+    return code;
+}
+
+static int user_list(struct cli_env *env, bool json, const char *filter)
+{
+    int64_t offset = 0, total = 0;
+    json_t *all = json ? json_array() : NULL;
+    if (!json)
+        printf("%-36s  %-32s  %-27s  %s\n", "id", "email", "created_at", "last_sign_in_at");
+    for (;;) {
+        struct ts_user **users = NULL;
+        size_t n = 0;
+        enum ts_rc rc = ts_store_user_list(env->store, offset, 500, filter, &users, &n, &total);
+        if (rc) {
+            fprintf(stderr, "tessera: cannot list users (%s)\n", ts_rc_name(rc));
+            json_decref(all);
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            struct ts_user *u = users[i];
+            char created[TS_TIME_STR_LEN], last[TS_TIME_STR_LEN] = "-";
+            ts_time_format(u->created_at, created);
+            if (u->last_sign_in_at)
+                ts_time_format(u->last_sign_in_at, last);
+            if (json)
+                json_array_append_new(all, json_pack("{s:s, s:s?, s:s, s:s, s:b}", "id", u->id,
+                                                     "email", u->email, "created_at", created,
+                                                     "last_sign_in_at", last, "is_anonymous",
+                                                     u->is_anonymous));
+            else
+                printf("%-36s  %-32s  %-27s  %s\n", u->id,
+                       u->email ? u->email : (u->is_anonymous ? "(anonymous)" : "-"), created,
+                       last);
+        }
+        ts_user_list_free(users, n);
+        offset += (int64_t)n;
+        if (n < 500)
+            break;
+    }
+    if (json) {
+        char *s = json_dumps(all, JSON_COMPACT);
+        printf("%s\n", s);
+        free(s);
+        json_decref(all);
+    }
+    return 0;
+}
+
+static int user_passwd(struct cli_env *env, const char *who)
+{
+    struct ts_user *u = NULL;
+    if (find_user(env, who, &u) != TS_OK) {
+        fprintf(stderr, "tessera: no such user\n");
+        return 1;
+    }
+    char *pw = read_secret_line("new password: ");
+    int code = 0;
+    if (!pw || strlen(pw) < (size_t)env->cfg.password_min_length || strlen(pw) > 72) {
+        fprintf(stderr, "tessera: the password must have %lld to 72 characters\n",
+                (long long)env->cfg.password_min_length);
+        code = 2;
+    } else if (sodium_init() < 0) {
+        code = 1;
+    } else {
+        struct ts_password_params pp = password_params(&env->cfg);
+        char *hash = NULL;
+        enum ts_rc rc = ts_password_hash(&pp, pw, strlen(pw), &hash);
+        if (!rc)
+            rc = ts_store_password_set(env->store, u->id, hash, NULL, true, NULL, ts_now_us());
+        free_secret(hash);
+        if (rc) {
+            fprintf(stderr, "tessera: cannot set the password (%s)\n", ts_rc_name(rc));
+            code = 1;
+        } else {
+            printf("password changed; the user's sessions were ended\n");
+        }
+    }
+    free_secret(pw);
+    ts_user_free(u);
+    return code;
+}
+
+static int user_delete(struct cli_env *env, const char *who)
+{
+    struct ts_user *u = NULL;
+    if (find_user(env, who, &u) != TS_OK) {
+        fprintf(stderr, "tessera: no such user\n");
+        return 1;
+    }
+    enum ts_rc rc = ts_store_user_delete(env->store, u->id);
+    if (!rc)
+        printf("deleted %s\n", u->id);
+    else
+        fprintf(stderr, "tessera: cannot delete the user (%s)\n", ts_rc_name(rc));
+    ts_user_free(u);
+    return rc ? 1 : 0;
+}
+
+/* Removes --config FILE from argv so that positional arguments can be read simply. */
+static int positional(int argc, char **argv, char **out, int max)
+{
+    int n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(argv[i], "--", 2) == 0)
+            continue;
+        if (n < max)
+            out[n] = argv[i];
+        n++;
+    }
+    return n;
+}
+
+static bool has_flag(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return true;
+    return false;
+}
+
+static const char *flag_value(int argc, char **argv, const char *flag)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], flag) == 0)
+            return argv[i + 1];
+    return NULL;
+}
+
+int cli_user(int argc, char **argv)
+{
+    struct cli_env env;
+    bool done;
+    int code = cli_load_config(&env, argc, argv, user_usage, &done);
+    if (code || done) {
+        ts_config_free(&env.cfg);
+        return code;
+    }
+    char *pos[3] = {0};
+    const char *filter = flag_value(argc, argv, "--filter");
+    int n = positional(argc, argv, pos, 3);
+    if (filter && n > 1 && strcmp(pos[n - 1], filter) == 0)
+        n--; /* the value of --filter is not a positional argument */
+    if (n < 1) {
+        fputs(user_usage, stderr);
+        ts_config_free(&env.cfg);
+        return 2;
+    }
+    code = cli_bootstrap(&env);
+    if (!code) {
+        if (strcmp(pos[0], "add") == 0 && n == 2)
+            code = user_add(&env, pos[1], !has_flag(argc, argv, "--unconfirmed"));
+        else if (strcmp(pos[0], "list") == 0 && n == 1)
+            code = user_list(&env, has_flag(argc, argv, "--json"), filter);
+        else if (strcmp(pos[0], "passwd") == 0 && n == 2)
+            code = user_passwd(&env, pos[1]);
+        else if (strcmp(pos[0], "delete") == 0 && n == 2)
+            code = user_delete(&env, pos[1]);
+        else {
+            fputs(user_usage, stderr);
+            code = 2;
+        }
+    }
+    cli_env_free(&env);
+    return code;
+}
+
+static const char key_usage[] =
+    "usage: tessera key show [--json] [--config FILE]\n"
+    "\n"
+    "Prints the anon and service_role API keys: JWTs with role anon / service_role and no\n"
+    "subject, as Supabase's. The service_role key is an administrator's credential.\n"
+    "In ES256 mode each call signs them anew (ECDSA signatures differ every time; every\n"
+    "printed key is valid). After `tessera jwt rotate`, keys printed before keep working\n"
+    "while the retired signing key is kept (7 days).\n";
+
+int cli_key(int argc, char **argv)
+{
+    struct cli_env env;
+    bool done;
+    int code = cli_load_config(&env, argc, argv, key_usage, &done);
+    if (code || done) {
+        ts_config_free(&env.cfg);
+        return code;
+    }
+    char *pos[2] = {0};
+    int n = positional(argc, argv, pos, 2);
+    if (n != 1 || strcmp(pos[0], "show") != 0) {
+        fputs(key_usage, stderr);
+        ts_config_free(&env.cfg);
+        return 2;
+    }
+    code = cli_bootstrap(&env);
+    if (!code)
+        code = cli_print_api_keys(&env, has_flag(argc, argv, "--json"));
+    cli_env_free(&env);
+    return code;
+}
+
+static const char jwt_usage[] =
+    "usage: tessera jwt list [--config FILE]\n"
+    "       tessera jwt rotate [--config FILE]\n"
+    "\n"
+    "list shows the ES256 signing keys and their state (next, active, retired).\n"
+    "rotate promotes the next key (already published in the JWKS) to active, retires the\n"
+    "active one (it keeps verifying for 7 days), and publishes a new next key. Running\n"
+    "servers pick the change up within 5 seconds. With JWT_SECRET (HS256) there is nothing\n"
+    "to rotate here: change the secret instead.\n";
+
+int cli_jwt(int argc, char **argv)
+{
+    struct cli_env env;
+    bool done;
+    int code = cli_load_config(&env, argc, argv, jwt_usage, &done);
+    if (code || done) {
+        ts_config_free(&env.cfg);
+        return code;
+    }
+    char *pos[2] = {0};
+    int n = positional(argc, argv, pos, 2);
+    if (n != 1 || (strcmp(pos[0], "list") != 0 && strcmp(pos[0], "rotate") != 0)) {
+        fputs(jwt_usage, stderr);
+        ts_config_free(&env.cfg);
+        return 2;
+    }
+    code = cli_bootstrap(&env);
+    if (!code && env.cfg.jwt_secret[0]) {
+        fprintf(stderr, "tessera: JWT_SECRET is set (HS256): there are no stored keys to %s\n",
+                pos[0]);
+        code = 2;
+    }
+    if (!code && strcmp(pos[0], "rotate") == 0) {
+        struct ts_keys_config kc = {.issuer = env.cfg.jwt_issuer,
+                                    .audience = env.cfg.jwt_aud,
+                                    .access_ttl = env.cfg.jwt_exp,
+                                    .retired_keep = TS_KEYS_RETIRED_KEEP};
+        char *kid = NULL;
+        enum ts_rc rc = ts_keys_rotate(env.store, &kc, &kid);
+        if (rc) {
+            fprintf(stderr, "tessera: rotation failed (%s)\n", ts_rc_name(rc));
+            code = 1;
+        } else {
+            printf("active signing key is now %s\n", kid);
+        }
+        free(kid);
+    } else if (!code) {
+        struct ts_signing_key_row *rows = NULL;
+        size_t nrows = 0;
+        if (ts_store_signing_keys_list(env.store, &rows, &nrows) != TS_OK) {
+            code = 1;
+        } else {
+            printf("%-16s  %-6s  %-8s  %s\n", "kid", "alg", "state", "since");
+            for (size_t i = 0; i < nrows; i++) {
+                char since[TS_TIME_STR_LEN];
+                ts_time_format(rows[i].state_changed_at, since);
+                const char *st = rows[i].state == TS_KEY_ACTIVE ? "active"
+                                 : rows[i].state == TS_KEY_NEXT ? "next"
+                                                                : "retired";
+                printf("%-16s  %-6s  %-8s  %s\n", rows[i].kid, rows[i].alg, st, since);
+            }
+            ts_signing_key_rows_free(rows, nrows);
+        }
+    }
+    cli_env_free(&env);
+    return code;
+}

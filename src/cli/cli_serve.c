@@ -1,0 +1,252 @@
+/*
+ * cli_serve.c - shared start-up (configuration, store, keys) and `tessera serve`.
+ */
+#include <malloc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+#define KEY_RELOAD_US (5LL * 1000000)      /* how often serve re-reads the signing keys */
+
+int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usage, bool *done)
+{
+    memset(env, 0, sizeof(*env));
+    ts_config_defaults(&env->cfg);
+    *done = false;
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            fputs(usage, stdout);
+            *done = true;
+            return 0;
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+            file = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            file = argv[i] + 9;
+        }
+    }
+    char *err = NULL;
+    if (ts_config_load(&env->cfg, file, &err) != TS_OK) {
+        fprintf(stderr, "tessera: configuration error: %s\n", err);
+        free(err);
+        return 2;
+    }
+    static const char *levels[] = {"debug", "info", "warn", "error"};
+    for (int l = 0; l < 4; l++)
+        if (strcmp(env->cfg.log_level, levels[l]) == 0)
+            ts_log_set_level((enum ts_log_level)l);
+    return 0;
+}
+
+static struct ts_keys_config keys_config(const struct ts_config *cfg)
+{
+    struct ts_keys_config kc = {
+        .hs256_secret = cfg->jwt_secret,
+        .issuer = cfg->jwt_issuer,
+        .audience = cfg->jwt_aud,
+        .access_ttl = cfg->jwt_exp,
+        .retired_keep = TS_KEYS_RETIRED_KEEP,
+    };
+    return kc;
+}
+
+int cli_bootstrap(struct cli_env *env)
+{
+    char *err = NULL;
+    struct ts_store_options so = {.durable_full = strcmp(env->cfg.database_durability, "full") == 0};
+    if (ts_store_open(env->cfg.database_url, &so, &env->store, &err) != TS_OK) {
+        fprintf(stderr, "tessera: %s\n", err);
+        free(err);
+        return 1;
+    }
+    int applied = 0;
+    if (ts_store_migrate(env->store, &applied, &err) != TS_OK) {
+        fprintf(stderr, "tessera: %s\n", err);
+        free(err);
+        return 1;
+    }
+    if (applied)
+        ts_log_info("applied %d migration(s)", applied);
+    struct ts_keys_config kc = keys_config(&env->cfg);
+    if (ts_keyring_open(env->store, &kc, &env->keyring, &env->keys_created) != TS_OK) {
+        fprintf(stderr, "tessera: cannot load or create the JWT signing keys\n");
+        return 1;
+    }
+    char iat[32];
+    snprintf(iat, sizeof(iat), "%lld", (long long)ts_now_s());
+    enum ts_rc rc = ts_store_meta_insert(env->store, "api_keys_iat", iat);
+    if (rc && rc != TS_E_CONFLICT) {
+        fprintf(stderr, "tessera: cannot record the API keys' issue time\n");
+        return 1;
+    }
+    env->api_keys_new = rc == TS_OK;
+    return 0;
+}
+
+void cli_env_free(struct cli_env *env)
+{
+    ts_keyring_free(env->keyring);
+    ts_store_close(env->store);
+    ts_config_free(&env->cfg);
+}
+
+int cli_print_api_keys(struct cli_env *env, bool json)
+{
+    char *iat_text = NULL;
+    int64_t iat;
+    if (ts_store_meta_get(env->store, "api_keys_iat", &iat_text) != TS_OK ||
+        ts_parse_i64(iat_text, 0, INT64_MAX / 2, &iat) != TS_OK) {
+        free(iat_text);
+        fprintf(stderr, "tessera: the API keys' issue time is missing; run tessera migrate\n");
+        return 1;
+    }
+    free(iat_text);
+    char *anon = NULL, *service = NULL;
+    if (ts_keyring_mint_api_key(env->keyring, "anon", iat, &anon) != TS_OK ||
+        ts_keyring_mint_api_key(env->keyring, "service_role", iat, &service) != TS_OK) {
+        free(anon);
+        fprintf(stderr, "tessera: cannot sign the API keys\n");
+        return 1;
+    }
+    if (json)
+        printf("{\"anon_key\":\"%s\",\"service_role_key\":\"%s\"}\n", anon, service);
+    else
+        printf("anon key:         %s\nservice_role key: %s\n", anon, service);
+    fflush(stdout);
+    free(anon);
+    ts_wipe(service, strlen(service));
+    free(service);
+    return 0;
+}
+
+static void announce_first_start(struct cli_env *env)
+{
+    if (!env->api_keys_new)
+        return;
+    printf("Tessera: new database. The API keys below are shown once; `tessera key show` prints "
+           "them again.\nThe service_role key is an administrator's credential: keep it "
+           "secret.\n");
+    (void)cli_print_api_keys(env, false);
+}
+
+static const char serve_usage[] =
+    "usage: tessera serve [--config FILE]\n"
+    "\n"
+    "Starts the server: the GoTrue-compatible API at / and /auth/v1/, /health, /ready,\n"
+    "/metrics and /.well-known/jwks.json. An empty database is migrated and given signing\n"
+    "keys; the anon and service_role keys are printed once. SIGTERM or SIGINT stops it\n"
+    "gracefully (requests in flight finish, up to 10 s).\n"
+    "\n";
+
+int cli_serve(int argc, char **argv)
+{
+    struct cli_env env;
+    bool done;
+    int code = cli_load_config(&env, argc, argv, serve_usage, &done);
+    if (done)
+        ts_config_print_help(stdout);
+    if (code || done) {
+        ts_config_free(&env.cfg);
+        return code;
+    }
+    /* Keep argon2's 19 MiB buffers in the hash workers' heaps instead of mapping and
+     * unmapping them per hash: first-touching fresh pages costs ~40 ms (perf-facts.md). */
+    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
+
+    /* Signals are taken synchronously by this thread; every thread started below inherits
+     * the mask, so none of them is interrupted. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    code = cli_bootstrap(&env);
+    struct ts_hashpool *pool = NULL;
+    struct ts_api *api = NULL;
+    struct ts_http_server *srv = NULL;
+    if (code)
+        goto out;
+    announce_first_start(&env);
+    struct ts_password_params pp = {.memory_kib = (uint32_t)env.cfg.password_hash_memory_kib,
+                                     .iterations = (uint32_t)env.cfg.password_hash_iterations};
+    if (ts_hashpool_new((int)env.cfg.password_hash_workers, (int)env.cfg.password_hash_queue, &pp,
+                        &pool) != TS_OK) {
+        fprintf(stderr, "tessera: cannot start the password hash workers\n");
+        code = 1;
+        goto out;
+    }
+    struct ts_api_deps deps = {
+        .cfg = &env.cfg, .store = env.store, .keyring = env.keyring, .hashpool = pool};
+    api = ts_api_new(&deps);
+    struct ts_http_options ho = {
+        .listen = env.cfg.listen,
+        .threads = (int)env.cfg.http_threads,
+        .use_epoll = strcmp(env.cfg.http_event_loop, "epoll") == 0,
+        .max_body = (size_t)env.cfg.http_max_body,
+        .max_header_bytes = (size_t)env.cfg.http_max_header_bytes,
+        .connection_timeout = (unsigned)env.cfg.http_connection_timeout,
+        .max_connections = (unsigned)env.cfg.http_max_connections,
+    };
+    ts_api_http_options(api, &ho);
+    char *err = NULL;
+    if (ts_http_start(&ho, &srv, &err) != TS_OK) {
+        fprintf(stderr, "tessera: %s\n", err);
+        free(err);
+        code = 1;
+        goto out;
+    }
+    ts_log_info("tessera %s listening on %s (port %u, %lld HTTP threads, %lld hash workers, "
+                "JWT %s)",
+                TS_VERSION, env.cfg.listen, (unsigned)ts_http_port(srv),
+                (long long)env.cfg.http_threads, (long long)env.cfg.password_hash_workers,
+                env.cfg.jwt_secret[0] ? "HS256" : "ES256");
+    for (;;) {
+        struct timespec wait = {.tv_sec = KEY_RELOAD_US / 1000000, .tv_nsec = 0};
+        int sig = sigtimedwait(&sigs, NULL, &wait);
+        if (sig == SIGTERM || sig == SIGINT) {
+            ts_log_info("signal %d: stopping", sig);
+            break;
+        }
+        /* A rotation by `tessera jwt rotate` reaches this server within KEY_RELOAD_US. */
+        if (ts_keyring_reload(env.keyring) != TS_OK)
+            ts_log_warn("signing keys could not be re-read; keeping the current set");
+    }
+out:
+    ts_http_stop(srv, 10000);
+    ts_hashpool_free(pool);
+    ts_api_free(api);
+    cli_env_free(&env);
+    return code;
+}
+
+static const char migrate_usage[] =
+    "usage: tessera migrate [--config FILE]\n"
+    "\n"
+    "Creates or upgrades the database schema (DATABASE_URL), creates the JWT signing keys on\n"
+    "an empty database, and exits. Safe to run again: applied migrations are skipped.\n";
+
+int cli_migrate(int argc, char **argv)
+{
+    struct cli_env env;
+    bool done;
+    int code = cli_load_config(&env, argc, argv, migrate_usage, &done);
+    if (!code && !done) {
+        code = cli_bootstrap(&env);
+        if (!code) {
+            int current = 0, latest = 0;
+            if (ts_store_schema_version(env.store, &current, &latest) == TS_OK)
+                printf("schema at version %d of %d\n", current, latest);
+            announce_first_start(&env);
+        }
+    }
+    cli_env_free(&env);
+    return code;
+}

@@ -1,0 +1,351 @@
+/*
+ * config.c - the knob table and its loaders (see config.h).
+ */
+#include <ctype.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "mem.h"
+#include "log.h"
+#include "util.h"
+
+extern char **environ;
+
+enum knob_type { K_STRING, K_SECRET, K_INT, K_BOOL, K_SECONDS };
+
+struct knob {
+    const char *name;   /* without prefix */
+    enum knob_type type;
+    size_t offset;      /* into struct ts_config */
+    const char *def;    /* default, in string form; "" = empty, NULL = computed */
+    int64_t min, max;   /* for K_INT and K_SECONDS */
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct ts_config, f)
+
+static const struct knob knobs[] = {
+    {"LISTEN", K_STRING, OFF(listen), "127.0.0.1:9999", 0, 0, "address and port to listen on"},
+    {"DATABASE_URL", K_STRING, OFF(database_url), "sqlite://./tessera.db", 0, 0,
+     "sqlite://PATH (relative) or sqlite:///ABS/PATH"},
+    {"DATABASE_DURABILITY", K_STRING, OFF(database_durability), "normal", 0, 0,
+     "normal: every acknowledged write survives kill -9; full: also a power loss (fsync per "
+     "commit)"},
+    {"JWT_SECRET", K_SECRET, OFF(jwt_secret), "", 0, 0,
+     "HS256 signing secret (at least 32 bytes); empty = ES256 keys kept in the database"},
+    {"JWT_EXP", K_INT, OFF(jwt_exp), "3600", 30, 7 * 24 * 3600, "access-token lifetime, seconds"},
+    {"JWT_AUD", K_STRING, OFF(jwt_aud), "authenticated", 0, 0, "aud claim of user tokens"},
+    {"JWT_ISSUER", K_STRING, OFF(jwt_issuer), "tessera", 0, 0,
+     "iss claim of every token signed; tokens with another iss are refused"},
+    {"JWT_ADMIN_ROLES", K_STRING, OFF(jwt_admin_roles), "service_role,supabase_admin", 0, 0,
+     "roles (comma list) whose bearer JWT may use /admin"},
+    {"JWT_DEFAULT_GROUP_NAME", K_STRING, OFF(jwt_default_group_name), "authenticated", 0, 0,
+     "role given to new users"},
+    {"SITE_URL", K_STRING, OFF(site_url), "http://localhost:3000", 0, 0,
+     "the application's URL, default redirect target"},
+    {"URI_ALLOW_LIST", K_STRING, OFF(uri_allow_list), "", 0, 0,
+     "comma list of glob patterns accepted as redirect_to"},
+    {"DISABLE_SIGNUP", K_BOOL, OFF(disable_signup), "false", 0, 0, "refuse new sign-ups"},
+    {"MAILER_AUTOCONFIRM", K_BOOL, OFF(mailer_autoconfirm), "false", 0, 0,
+     "confirm e-mail addresses at sign-up (no confirmation mail)"},
+    {"EXTERNAL_EMAIL_ENABLED", K_BOOL, OFF(external_email_enabled), "true", 0, 0,
+     "allow e-mail + password sign-up and sign-in"},
+    {"EXTERNAL_ANONYMOUS_USERS_ENABLED", K_BOOL, OFF(external_anonymous_users_enabled), "false",
+     0, 0, "allow anonymous sign-in (POST /signup with no e-mail or phone)"},
+    {"PASSWORD_MIN_LENGTH", K_INT, OFF(password_min_length), "6", 6, 72,
+     "minimum password length in characters (6 is also the floor)"},
+    {"PASSWORD_REQUIRED_CHARACTERS", K_STRING, OFF(password_required_characters), "", 0, 0,
+     "character sets separated by ':' of which a password must use one character each"},
+    {"PASSWORD_CHANGE_REVOKES_SESSIONS", K_BOOL, OFF(password_change_revokes_sessions), "true",
+     0, 0, "a password change through PUT /user ends the user's other sessions"},
+    {"SECURITY_REFRESH_TOKEN_ROTATION_ENABLED", K_BOOL, OFF(refresh_token_rotation_enabled),
+     "true", 0, 0, "reuse of a rotated refresh token past the interval revokes its session"},
+    {"SECURITY_REFRESH_TOKEN_REUSE_INTERVAL", K_SECONDS, OFF(refresh_token_reuse_interval), "10",
+     0, 86400, "seconds during which a rotated refresh token may still be used"},
+    {"PASSWORD_HASH_WORKERS", K_INT, OFF(password_hash_workers), NULL, 1, 256,
+     "password-hashing threads (default: the number of cores)"},
+    {"PASSWORD_HASH_QUEUE", K_INT, OFF(password_hash_queue), "64", 1, 100000,
+     "hash jobs that may wait for a worker; beyond, 429 over_request_rate_limit"},
+    {"PASSWORD_HASH_MEMORY_KIB", K_INT, OFF(password_hash_memory_kib), "19456", 8, 4194304,
+     "argon2id memory cost m, KiB"},
+    {"PASSWORD_HASH_ITERATIONS", K_INT, OFF(password_hash_iterations), "2", 1, 100,
+     "argon2id time cost t"},
+    {"HTTP_THREADS", K_INT, OFF(http_threads), NULL, 1, 256,
+     "HTTP threads, each polling its share of connections (default: the number of cores)"},
+    {"HTTP_MAX_BODY", K_INT, OFF(http_max_body), "1048576", 1024, 64 * 1048576LL,
+     "largest request body in bytes; 413 beyond"},
+    {"HTTP_MAX_HEADER_BYTES", K_INT, OFF(http_max_header_bytes), "32768", 4096, 1048576,
+     "memory for one connection's request line and headers; 431 beyond"},
+    {"HTTP_CONNECTION_TIMEOUT", K_SECONDS, OFF(http_connection_timeout), "30", 1, 3600,
+     "seconds a connection may stay silent before it is closed"},
+    {"HTTP_MAX_CONNECTIONS", K_INT, OFF(http_max_connections), "10000", 16, 1000000,
+     "concurrent connections accepted"},
+    {"HTTP_EVENT_LOOP", K_STRING, OFF(http_event_loop), "poll", 0, 0,
+     "poll or epoll; poll is the default because libmicrohttpd 0.9.75's epoll loop can stall "
+     "(docs/internals/http.md)"},
+    {"CORS_ALLOWED_ORIGINS", K_STRING, OFF(cors_allowed_origins), "*", 0, 0,
+     "origins allowed by CORS: * or a comma list"},
+    {"LOG_LEVEL", K_STRING, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"LOG_REQUESTS", K_BOOL, OFF(log_requests), "true", 0, 0, "one JSON log line per request"},
+};
+
+static const struct knob *find_knob(const char *name)
+{
+    for (size_t i = 0; i < TS_ARRAY_LEN(knobs); i++)
+        if (strcmp(knobs[i].name, name) == 0)
+            return &knobs[i];
+    return NULL;
+}
+
+static char **str_field(struct ts_config *c, const struct knob *k)
+{
+    return (char **)((char *)c + k->offset);
+}
+
+static enum ts_rc apply(struct ts_config *c, const struct knob *k, const char *value,
+                        const char *origin, char **err)
+{
+    char *base = (char *)c + k->offset;
+    switch (k->type) {
+    case K_STRING:
+    case K_SECRET: {
+        char **f = str_field(c, k);
+        free(*f);
+        *f = ts_xstrdup(value);
+        return TS_OK;
+    }
+    case K_INT: {
+        int64_t v;
+        if (ts_parse_i64(value, k->min, k->max, &v) != TS_OK) {
+            *err = ts_xasprintf("%s: expected an integer between %lld and %lld", origin,
+                                (long long)k->min, (long long)k->max);
+            return TS_E_INVALID;
+        }
+        *(int64_t *)(void *)base = v;
+        return TS_OK;
+    }
+    case K_SECONDS: {
+        int64_t us;
+        if (ts_duration_parse(value, &us) != TS_OK || us % 1000000 != 0 ||
+            us / 1000000 < k->min || us / 1000000 > k->max) {
+            *err = ts_xasprintf("%s: expected whole seconds between %lld and %lld (\"10\" or "
+                                "\"10s\")",
+                                origin, (long long)k->min, (long long)k->max);
+            return TS_E_INVALID;
+        }
+        *(int64_t *)(void *)base = us / 1000000;
+        return TS_OK;
+    }
+    case K_BOOL: {
+        bool v;
+        if (ts_parse_bool(value, &v) != TS_OK) {
+            *err = ts_xasprintf("%s: expected true or false", origin);
+            return TS_E_INVALID;
+        }
+        *(bool *)(void *)base = v;
+        return TS_OK;
+    }
+    }
+    return TS_E_INTERNAL;
+}
+
+static enum ts_rc validate(struct ts_config *c, char **err)
+{
+    static const char *levels[] = {"debug", "info", "warn", "error"};
+    bool ok = false;
+    for (size_t i = 0; i < TS_ARRAY_LEN(levels); i++)
+        ok |= strcmp(c->log_level, levels[i]) == 0;
+    if (!ok) {
+        *err = ts_xstrdup("TESSERA_LOG_LEVEL: expected debug, info, warn or error");
+        return TS_E_INVALID;
+    }
+    if (strcmp(c->http_event_loop, "poll") != 0 && strcmp(c->http_event_loop, "epoll") != 0) {
+        *err = ts_xstrdup("TESSERA_HTTP_EVENT_LOOP: expected poll or epoll");
+        return TS_E_INVALID;
+    }
+    if (strcmp(c->database_durability, "normal") != 0 &&
+        strcmp(c->database_durability, "full") != 0) {
+        *err = ts_xstrdup("TESSERA_DATABASE_DURABILITY: expected normal or full");
+        return TS_E_INVALID;
+    }
+    if (c->jwt_secret[0] && strlen(c->jwt_secret) < 32) {
+        *err = ts_xstrdup("TESSERA_JWT_SECRET: must be at least 32 bytes (RFC 7518 §3.2)");
+        return TS_E_INVALID;
+    }
+    if (!strchr(c->listen, ':')) {
+        *err = ts_xstrdup("TESSERA_LISTEN: expected HOST:PORT");
+        return TS_E_INVALID;
+    }
+    if (!c->jwt_aud[0] || !c->jwt_issuer[0]) {
+        *err = ts_xstrdup("TESSERA_JWT_AUD and TESSERA_JWT_ISSUER must not be empty");
+        return TS_E_INVALID;
+    }
+    return TS_OK;
+}
+
+void ts_config_defaults(struct ts_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    char cores[16];
+    snprintf(cores, sizeof(cores), "%d", ts_cpu_count());
+    for (size_t i = 0; i < TS_ARRAY_LEN(knobs); i++) {
+        char *err = NULL;
+        const char *def = knobs[i].def ? knobs[i].def : cores;
+        if (apply(c, &knobs[i], def, knobs[i].name, &err) != TS_OK)
+            ts_assert_fail(err, __FILE__, __LINE__);
+    }
+}
+
+enum ts_rc ts_config_set(struct ts_config *c, const char *name, const char *value, char **err)
+{
+    const struct knob *k = find_knob(name);
+    if (!k) {
+        *err = ts_xasprintf("unknown setting %s", name);
+        return TS_E_INVALID;
+    }
+    char origin[128];
+    snprintf(origin, sizeof(origin), "TESSERA_%s", name);
+    return apply(c, k, value, origin, err);
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static enum ts_rc load_file(struct ts_config *c, const char *path, char **err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        *err = ts_xasprintf("--config %s: cannot open", path);
+        return TS_E_INVALID;
+    }
+    char line[4096];
+    int lineno = 0;
+    enum ts_rc rc = TS_OK;
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            *err = ts_xasprintf("%s:%d: line too long", path, lineno);
+            rc = TS_E_INVALID;
+            break;
+        }
+        char *s = trim(line);
+        if (!*s || *s == '#')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            *err = ts_xasprintf("%s:%d: expected KEY=VALUE", path, lineno);
+            rc = TS_E_INVALID;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        size_t vl = strlen(val);
+        if (vl >= 2 && (val[0] == '"' || val[0] == '\'') && val[vl - 1] == val[0]) {
+            val[vl - 1] = '\0';
+            val++;
+        }
+        const char *name = key;
+        if (strncmp(name, "TESSERA_", 8) == 0)
+            name += 8;
+        else if (strncmp(name, "GOTRUE_", 7) == 0)
+            name += 7;
+        const struct knob *k = find_knob(name);
+        if (!k) {
+            *err = ts_xasprintf("%s:%d: unknown setting %s", path, lineno, key);
+            rc = TS_E_INVALID;
+            break;
+        }
+        char origin[256];
+        snprintf(origin, sizeof(origin), "%s:%d: %s", path, lineno, key);
+        rc = apply(c, k, val, origin, err);
+        if (rc)
+            break;
+    }
+    fclose(f);
+    return rc;
+}
+
+/* Applies every environment variable with the given prefix; unknown ones are fatal or warned. */
+static enum ts_rc load_env(struct ts_config *c, const char *prefix, bool strict, char **err)
+{
+    size_t plen = strlen(prefix);
+    for (char **e = environ; e && *e; e++) {
+        if (strncmp(*e, prefix, plen) != 0)
+            continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq)
+            continue;
+        char name[128];
+        size_t nlen = (size_t)(eq - *e) - plen;
+        if (nlen >= sizeof(name))
+            nlen = sizeof(name) - 1;
+        memcpy(name, *e + plen, nlen);
+        name[nlen] = '\0';
+        const struct knob *k = find_knob(name);
+        /* GoTrue reads its database from DB_DATABASE_URL as well. */
+        if (!k && strcmp(name, "DB_DATABASE_URL") == 0)
+            k = find_knob("DATABASE_URL");
+        if (!k) {
+            if (strict) {
+                *err = ts_xasprintf("%s%s: unknown setting (see tessera serve --help)", prefix,
+                                    name);
+                return TS_E_INVALID;
+            }
+            ts_log_warn("%s%s is not a Tessera setting; ignored", prefix, name);
+            continue;
+        }
+        char origin[160];
+        snprintf(origin, sizeof(origin), "%s%s", prefix, name);
+        enum ts_rc rc = apply(c, k, eq + 1, origin, err);
+        if (rc)
+            return rc;
+    }
+    return TS_OK;
+}
+
+enum ts_rc ts_config_load(struct ts_config *c, const char *file, char **err)
+{
+    enum ts_rc rc = TS_OK;
+    if (file)
+        rc = load_file(c, file, err);
+    if (!rc)
+        rc = load_env(c, "GOTRUE_", false, err);
+    if (!rc)
+        rc = load_env(c, "TESSERA_", true, err);
+    if (!rc)
+        rc = validate(c, err);
+    return rc;
+}
+
+void ts_config_print_help(FILE *out)
+{
+    fprintf(out, "Settings (environment TESSERA_<NAME>, also GOTRUE_<NAME>, or NAME=VALUE lines "
+                 "in --config FILE):\n\n");
+    for (size_t i = 0; i < TS_ARRAY_LEN(knobs); i++) {
+        const struct knob *k = &knobs[i];
+        const char *def = k->def ? (k->def[0] ? k->def : "(empty)") : "(number of cores)";
+        fprintf(out, "  TESSERA_%-40s default %s\n      %s\n", k->name, def, k->help);
+    }
+}
+
+void ts_config_free(struct ts_config *c)
+{
+    for (size_t i = 0; i < TS_ARRAY_LEN(knobs); i++) {
+        if (knobs[i].type == K_STRING || knobs[i].type == K_SECRET) {
+            char **f = str_field(c, &knobs[i]);
+            if (knobs[i].type == K_SECRET && *f)
+                ts_wipe(*f, strlen(*f));
+            free(*f);
+            *f = NULL;
+        }
+    }
+}

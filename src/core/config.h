@@ -1,0 +1,75 @@
+/*
+ * config.h - every knob of the server in one table (Redis's static_configs[]).
+ *
+ * Each knob is read from, in increasing precedence: its default, the --config
+ * file (KEY=VALUE lines, '#' comments, names with or without the TESSERA_ prefix),
+ * GOTRUE_<NAME> in the environment, then TESSERA_<NAME>. A malformed value, an
+ * unknown key in the file or an unknown TESSERA_* variable stops the start with a
+ * message naming it. Unknown GOTRUE_* variables are only warned about, so that a
+ * GoTrue deployment can switch images without pruning its environment first.
+ */
+#ifndef TS_CORE_CONFIG_H
+#define TS_CORE_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "rc.h"
+
+struct ts_config {
+    char *listen;                 /* "host:port" to bind */
+    char *database_url;           /* sqlite://PATH or sqlite:///ABS/PATH */
+    char *jwt_secret;             /* HS256 secret; empty = ES256 keys kept in the database */
+    int64_t jwt_exp;              /* access-token lifetime, seconds */
+    char *jwt_aud;                /* aud of user access tokens */
+    char *jwt_issuer;             /* iss of every token we sign, required on verify */
+    char *jwt_admin_roles;        /* comma list of roles that may use /admin */
+    char *jwt_default_group_name; /* role of new users */
+    char *site_url;               /* where redirects go by default */
+    char *uri_allow_list;         /* comma list of glob patterns allowed as redirect_to */
+    bool disable_signup;
+    bool mailer_autoconfirm;
+    bool external_email_enabled;
+    bool external_anonymous_users_enabled;
+    int64_t password_min_length;
+    char *password_required_characters; /* GoTrue's ':'-separated character sets */
+    bool password_change_revokes_sessions; /* PUT /user password change ends other sessions */
+    bool refresh_token_rotation_enabled;
+    int64_t refresh_token_reuse_interval; /* seconds */
+    int64_t password_hash_workers;
+    int64_t password_hash_queue;        /* jobs waiting beyond the busy workers */
+    int64_t password_hash_memory_kib;   /* argon2id m */
+    int64_t password_hash_iterations;   /* argon2id t */
+    int64_t http_threads;
+    int64_t http_max_body;              /* bytes; 413 beyond */
+    int64_t http_max_header_bytes;      /* per-connection header memory */
+    int64_t http_connection_timeout;    /* seconds of silence before a connection is closed */
+    int64_t http_max_connections;
+    char *http_event_loop;              /* "poll" or "epoll" (libmicrohttpd's internal loop) */
+    char *cors_allowed_origins;         /* "*" or a comma list */
+    char *database_durability;          /* "normal" (survives kill -9) or "full" (power loss) */
+    char *log_level;                    /* debug, info, warn, error */
+    bool log_requests;                  /* one JSON line per request */
+};
+
+/* Fills c with the defaults (heap strings owned by c). */
+void ts_config_defaults(struct ts_config *c);
+
+/*
+ * Applies file (may be NULL) and then the environment on top of c's current values.
+ * On error returns TS_E_INVALID and sets *err to a heap message naming the knob.
+ */
+TS_NODISCARD enum ts_rc ts_config_load(struct ts_config *c, const char *file, char **err);
+
+/* Sets one knob by name (without prefix) from its string form; for tests and the CLI. */
+TS_NODISCARD enum ts_rc ts_config_set(struct ts_config *c, const char *name, const char *value,
+                                      char **err);
+
+/* Prints every knob, its default and its meaning (serve --help). */
+void ts_config_print_help(FILE *out);
+
+/* Frees the strings owned by c. */
+void ts_config_free(struct ts_config *c);
+
+#endif

@@ -1,0 +1,189 @@
+/*
+ * util.c - randomness, UUIDs, clocks, number parsing (see util.h).
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "util.h"
+
+void ts_rand_bytes(void *p, size_t n)
+{
+    unsigned char *out = p;
+    while (n > 0) {
+        ssize_t got = getrandom(out, n, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            fprintf(stderr, "{\"level\":\"fatal\",\"msg\":\"getrandom failed\"}\n");
+            abort();
+        }
+        out += got;
+        n -= (size_t)got;
+    }
+}
+
+void ts_uuid_v4(char out[TS_UUID_STR_LEN + 1])
+{
+    unsigned char b[16];
+    ts_rand_bytes(b, sizeof(b));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* RFC 4122 §4.4: version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* variant 10 */
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+bool ts_uuid_valid(const char *s)
+{
+    if (!s || strlen(s) != TS_UUID_STR_LEN)
+        return false;
+    for (size_t i = 0; i < TS_UUID_STR_LEN; i++) {
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-')
+                return false;
+        } else if (!isxdigit((unsigned char)s[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int64_t ts_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t ts_now_s(void)
+{
+    return ts_now_us() / 1000000;
+}
+
+int64_t ts_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void ts_time_format(int64_t us, char out[TS_TIME_STR_LEN])
+{
+    time_t secs = (time_t)(us / 1000000);
+    long frac = (long)(us % 1000000);
+    if (frac < 0) {
+        frac += 1000000;
+        secs -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&secs, &tm);
+    snprintf(out, TS_TIME_STR_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+}
+
+enum ts_rc ts_duration_parse(const char *s, int64_t *out_us)
+{
+    if (!s || !*s)
+        return TS_E_INVALID;
+    /* A bare integer is seconds, as GoTrue's integer knobs are. */
+    int64_t plain;
+    if (ts_parse_i64(s, 0, INT64_MAX / 1000000, &plain) == TS_OK) {
+        *out_us = plain * 1000000;
+        return TS_OK;
+    }
+    int64_t total = 0;
+    const char *p = s;
+    while (*p) {
+        if (!isdigit((unsigned char)*p))
+            return TS_E_INVALID;
+        errno = 0;
+        char *end;
+        long long v = strtoll(p, &end, 10);
+        if (errno || v < 0)
+            return TS_E_INVALID;
+        p = end;
+        int64_t unit;
+        if (strncmp(p, "ms", 2) == 0) {
+            unit = 1000;
+            p += 2;
+        } else if (strncmp(p, "us", 2) == 0) {
+            unit = 1;
+            p += 2;
+        } else if (*p == 's') {
+            unit = 1000000;
+            p++;
+        } else if (*p == 'm') {
+            unit = 60 * 1000000LL;
+            p++;
+        } else if (*p == 'h') {
+            unit = 3600 * 1000000LL;
+            p++;
+        } else {
+            return TS_E_INVALID;
+        }
+        if (v > (INT64_MAX - total) / unit)
+            return TS_E_INVALID;
+        total += v * unit;
+    }
+    *out_us = total;
+    return TS_OK;
+}
+
+void ts_hex_encode(const uint8_t *in, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex[in[i] >> 4];
+        out[2 * i + 1] = hex[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+enum ts_rc ts_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!s || !*s || isspace((unsigned char)*s))
+        return TS_E_INVALID;
+    errno = 0;
+    char *end;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end != '\0' || v < min || v > max)
+        return TS_E_INVALID;
+    *out = v;
+    return TS_OK;
+}
+
+enum ts_rc ts_parse_bool(const char *s, bool *out)
+{
+    static const char *yes[] = {"true", "1", "yes", "on", "t"};
+    static const char *no[] = {"false", "0", "no", "off", "f"};
+    for (size_t i = 0; i < TS_ARRAY_LEN(yes); i++) {
+        if (strcasecmp(s, yes[i]) == 0) {
+            *out = true;
+            return TS_OK;
+        }
+        if (strcasecmp(s, no[i]) == 0) {
+            *out = false;
+            return TS_OK;
+        }
+    }
+    return TS_E_INVALID;
+}
+
+int ts_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}

@@ -1,0 +1,213 @@
+/*
+ * store.h - the storage interface: every durable fact of Tessera goes through here.
+ *
+ * The interface is made of operations (create a user, rotate a refresh token...),
+ * not of SQL: each backend implements an operation with the transactions and
+ * isolation its engine needs, so nothing outside a backend file knows which engine
+ * it is talking to. SQLite is the only backend so far; PostgreSQL comes next.
+ *
+ * Contract shared by every operation:
+ * - Safe to call from any number of threads at once (each backend pools connections).
+ * - Returns TS_OK, TS_E_NOT_FOUND when the thing named does not exist (or has expired),
+ *   TS_E_CONFLICT when a unique constraint would break, TS_E_UNAVAILABLE when the
+ *   database cannot be reached or written (full, read-only, locked too long), and
+ *   TS_E_STORE for anything unexpected (logged by the backend with the engine's message).
+ * - When an operation returns TS_OK its writes are committed (durable as configured).
+ * - Outputs are untouched on error. Objects returned are owned by the caller.
+ * - Times are microseconds since the epoch; 0 means "not set" (SQL NULL).
+ * - Secrets arrive already hashed: refresh tokens as SHA-256, passwords as PHC strings.
+ */
+#ifndef TS_STORE_H
+#define TS_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/core.h"
+
+#define TS_STORE_ID_LEN 36 /* a UUID in text form */
+
+struct ts_store;
+
+struct ts_store_options {
+    bool durable_full; /* fsync every commit (survives power loss), not just process death */
+};
+
+/* An identity of the built-in "users" collection, as GoTrue shows it. */
+struct ts_user {
+    char id[TS_STORE_ID_LEN + 1];
+    char *aud;   /* never NULL */
+    char *role;  /* never NULL */
+    char *email; /* NULL when the user has none */
+    char *phone; /* NULL when the user has none */
+    int64_t email_confirmed_at;
+    int64_t phone_confirmed_at;
+    int64_t confirmation_sent_at;
+    int64_t invited_at;
+    int64_t last_sign_in_at;
+    int64_t banned_until;
+    int64_t deleted_at;
+    int64_t created_at;
+    int64_t updated_at;
+    json_t *user_metadata; /* an object, never NULL; owned */
+    json_t *app_metadata;  /* an object, never NULL; owned */
+    bool is_anonymous;
+    bool has_password; /* a password credential exists (filled by reads) */
+};
+
+/* A fresh user with empty metadata objects; the caller fills in the rest. */
+struct ts_user *ts_user_new(void);
+void ts_user_free(struct ts_user *u);
+
+/* Opens the store named by url ("sqlite://PATH", "sqlite:///ABS/PATH"). On failure *err is a
+ * heap message. The store is usable only after ts_store_migrate. */
+TS_NODISCARD enum ts_rc ts_store_open(const char *url, const struct ts_store_options *opt,
+                                      struct ts_store **out, char **err);
+void ts_store_close(struct ts_store *st);
+
+/* Applies pending migrations in order, each in its own transaction. Sets *applied to how many
+ * ran (may be NULL). */
+TS_NODISCARD enum ts_rc ts_store_migrate(struct ts_store *st, int *applied, char **err);
+/* Latest migration applied, and the latest this binary knows. */
+TS_NODISCARD enum ts_rc ts_store_schema_version(struct ts_store *st, int *current, int *latest);
+/* Cheap liveness check (a trivial query). */
+TS_NODISCARD enum ts_rc ts_store_ping(struct ts_store *st);
+
+/* ---- small key/value facts about the instance (e.g. when the API keys were minted) ---- */
+TS_NODISCARD enum ts_rc ts_store_meta_get(struct ts_store *st, const char *key, char **out_value);
+/* Inserts key only if absent; TS_E_CONFLICT if it exists already. */
+TS_NODISCARD enum ts_rc ts_store_meta_insert(struct ts_store *st, const char *key,
+                                             const char *value);
+
+/* ---- users ---- */
+
+/* Inserts u (id, created_at and updated_at must be set) and, when password_hash is not NULL,
+ * its password credential, atomically. TS_E_CONFLICT when the id, e-mail or phone is taken. */
+TS_NODISCARD enum ts_rc ts_store_user_create(struct ts_store *st, const struct ts_user *u,
+                                             const char *password_hash);
+TS_NODISCARD enum ts_rc ts_store_user_get(struct ts_store *st, const char *id,
+                                          struct ts_user **out);
+/* Looks an e-mail up exactly as stored (callers lower-case it first). When out_password_hash
+ * is not NULL it receives the password hash, or NULL when the user has no password. */
+TS_NODISCARD enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email,
+                                                   struct ts_user **out,
+                                                   char **out_password_hash);
+/* Writes every mutable field of u (all but id and created_at); updated_at is set by the caller.
+ * TS_E_NOT_FOUND if the user is gone, TS_E_CONFLICT if the new e-mail or phone is taken. */
+TS_NODISCARD enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u);
+/* Deletes the user with its credentials, sessions and refresh tokens, atomically. */
+TS_NODISCARD enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id);
+/* Lists users ordered by creation (oldest first), offset/limit; filter (may be NULL) matches
+ * a substring of the e-mail, case-insensitively. *total counts all matches. */
+TS_NODISCARD enum ts_rc ts_store_user_list(struct ts_store *st, int64_t offset, int64_t limit,
+                                           const char *filter, struct ts_user ***out,
+                                           size_t *out_n, int64_t *total);
+void ts_user_list_free(struct ts_user **list, size_t n);
+
+/* ---- password credentials ---- */
+TS_NODISCARD enum ts_rc ts_store_password_get(struct ts_store *st, const char *user_id,
+                                              char **out_hash);
+/* Sets (or replaces) the user's password hash and, when revoke is true, deletes the user's
+ * sessions except keep_session (may be NULL), in one transaction. Only replaces when the
+ * stored hash still equals expect_old (if not NULL), so a rehash never overwrites a password
+ * changed in between (TS_E_CONFLICT then). */
+TS_NODISCARD enum ts_rc ts_store_password_set(struct ts_store *st, const char *user_id,
+                                              const char *hash, const char *expect_old,
+                                              bool revoke, const char *keep_session,
+                                              int64_t now);
+
+/* ---- sessions and refresh tokens ---- */
+
+#define TS_REFRESH_HASH_LEN 32 /* SHA-256 */
+
+struct ts_session_new {
+    const char *user_id;
+    const char *aal;      /* "aal1" */
+    const char *amr_json; /* [{"method":"password","timestamp":N}] */
+    const char *ip;       /* may be NULL */
+    const char *user_agent; /* may be NULL */
+    uint8_t refresh_hash[TS_REFRESH_HASH_LEN];
+    int64_t now;
+};
+
+/* Creates a session with its first refresh token and sets the user's last_sign_in_at, in one
+ * transaction. Writes the new session id into session_id. TS_E_NOT_FOUND if the user is gone. */
+TS_NODISCARD enum ts_rc ts_store_session_create(struct ts_store *st,
+                                                const struct ts_session_new *s,
+                                                char session_id[TS_STORE_ID_LEN + 1]);
+
+/* Returns the user owning session_id when the session exists and belongs to user_id: the
+ * check behind every authenticated request. TS_E_NOT_FOUND when the session is gone. */
+TS_NODISCARD enum ts_rc ts_store_session_user(struct ts_store *st, const char *session_id,
+                                              const char *user_id, struct ts_user **out);
+TS_NODISCARD enum ts_rc ts_store_session_delete(struct ts_store *st, const char *session_id);
+/* Deletes every session of user_id but except_session (may be NULL); *deleted may be NULL. */
+TS_NODISCARD enum ts_rc ts_store_sessions_delete_for_user(struct ts_store *st,
+                                                          const char *user_id,
+                                                          const char *except_session,
+                                                          int64_t *deleted);
+
+enum ts_refresh_outcome {
+    TS_REFRESH_ROTATED,      /* the token was live: it is now revoked and next is its child */
+    TS_REFRESH_REUSED,       /* revoked within the reuse interval: next is a new child */
+    TS_REFRESH_NOT_FOUND,    /* no such token (or its session is gone) */
+    TS_REFRESH_ALREADY_USED, /* revoked beyond the interval; session revoked if rotation is on */
+};
+
+struct ts_refresh_request {
+    uint8_t presented[TS_REFRESH_HASH_LEN]; /* hash of the token the client sent */
+    uint8_t next[TS_REFRESH_HASH_LEN];      /* hash of the token to issue */
+    int64_t now;
+    int64_t reuse_interval; /* microseconds */
+    bool rotation_enabled;
+    const char *ip;         /* may be NULL; recorded on the session */
+    const char *user_agent; /* may be NULL */
+};
+
+struct ts_refresh_result {
+    enum ts_refresh_outcome outcome;
+    char session_id[TS_STORE_ID_LEN + 1]; /* set for ROTATED and REUSED */
+    char user_id[TS_STORE_ID_LEN + 1];    /* set for ROTATED and REUSED */
+    char aal[8];                          /* the session's, for ROTATED and REUSED */
+    char amr_json[512];                   /* the session's, for ROTATED and REUSED */
+};
+
+/* The refresh-token grant's state machine, atomically (gotrue-api.md §6). */
+TS_NODISCARD enum ts_rc ts_store_refresh_rotate(struct ts_store *st,
+                                                const struct ts_refresh_request *req,
+                                                struct ts_refresh_result *out);
+
+/* ---- JWT signing keys ---- */
+
+enum ts_key_state { TS_KEY_NEXT, TS_KEY_ACTIVE, TS_KEY_RETIRED };
+
+struct ts_signing_key_row {
+    char *kid;
+    char *alg;
+    char *private_pem; /* secret: wipe before free (ts_signing_key_rows_free does) */
+    enum ts_key_state state;
+    int64_t created_at;
+    int64_t state_changed_at;
+};
+
+TS_NODISCARD enum ts_rc ts_store_signing_keys_list(struct ts_store *st,
+                                                   struct ts_signing_key_row **out,
+                                                   size_t *out_n);
+void ts_signing_key_rows_free(struct ts_signing_key_row *rows, size_t n);
+/* Inserts a key in state `state`. When state is ACTIVE no other key may be active
+ * (TS_E_CONFLICT). */
+TS_NODISCARD enum ts_rc ts_store_signing_key_insert(struct ts_store *st,
+                                                    const struct ts_signing_key_row *row);
+/* Rotation in one transaction: the active key becomes retired, the key `kid` (NEXT) becomes
+ * active, and retired keys older than drop_before are deleted. */
+TS_NODISCARD enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const char *kid,
+                                                     int64_t now, int64_t drop_before);
+
+/* ---- audit log: security events (sign-ins, failures, revocations, admin changes) ---- */
+/* Best effort: a failure is logged, never returned, so auditing cannot block a sign-in. */
+void ts_store_audit(struct ts_store *st, const char *event, const char *actor,
+                    const char *target, const char *ip, const char *meta_json);
+
+#endif

@@ -1,0 +1,1274 @@
+/*
+ * store_sqlite.c - the SQLite backend of store.h.
+ *
+ * Design:
+ * - One database file in WAL mode, foreign keys on, opened once per thread that
+ *   needs it: connections live in a pool and each keeps its prepared statements,
+ *   so a request never re-parses SQL.
+ * - SQLite allows one writer at a time. Instead of letting our own threads collide
+ *   and back off through the busy handler (which sleeps in milliseconds), writers of
+ *   this process queue on write_lock and only other processes (the CLI) ever meet
+ *   SQLITE_BUSY, which busy_timeout absorbs.
+ * - synchronous=NORMAL in WAL mode: a committed transaction is in the WAL file when
+ *   COMMIT returns, so it survives the death of the process (kill -9); a power loss
+ *   may lose the last commits. DATABASE_DURABILITY=full sets synchronous=FULL (an
+ *   fsync per commit) for power-loss durability.
+ *
+ * Must never: build SQL from input (everything is bound), or log a bound value.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+/* ---- migrations: append only; never edit one that has shipped ---- */
+
+static const char *const migrations[] = {
+    /* 1: identities, credentials, sessions, refresh tokens, signing keys, audit log */
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+    "CREATE TABLE identities("
+    "  id TEXT PRIMARY KEY,"
+    "  collection TEXT NOT NULL DEFAULT 'users',"
+    "  aud TEXT NOT NULL,"
+    "  role TEXT NOT NULL,"
+    "  email TEXT,"
+    "  phone TEXT,"
+    "  email_confirmed_at INTEGER,"
+    "  phone_confirmed_at INTEGER,"
+    "  confirmation_sent_at INTEGER,"
+    "  invited_at INTEGER,"
+    "  last_sign_in_at INTEGER,"
+    "  banned_until INTEGER,"
+    "  deleted_at INTEGER,"
+    "  user_metadata TEXT NOT NULL DEFAULT '{}',"
+    "  app_metadata TEXT NOT NULL DEFAULT '{}',"
+    "  is_anonymous INTEGER NOT NULL DEFAULT 0,"
+    "  expires_at INTEGER,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX identities_email ON identities(collection, email) WHERE email IS NOT NULL;"
+    "CREATE UNIQUE INDEX identities_phone ON identities(collection, phone) WHERE phone IS NOT NULL;"
+    "CREATE INDEX identities_created ON identities(collection, created_at, id);"
+    "CREATE TABLE credentials("
+    "  identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,"
+    "  strategy TEXT NOT NULL,"
+    "  hash TEXT NOT NULL,"
+    "  meta TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY(identity_id, strategy)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE sessions("
+    "  id TEXT PRIMARY KEY,"
+    "  identity_id TEXT NOT NULL REFERENCES identities(id) ON DELETE CASCADE,"
+    "  aal TEXT NOT NULL,"
+    "  amr TEXT NOT NULL,"
+    "  ip TEXT,"
+    "  user_agent TEXT,"
+    "  not_after INTEGER,"
+    "  created_at INTEGER NOT NULL,"
+    "  refreshed_at INTEGER"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX sessions_identity ON sessions(identity_id);"
+    "CREATE TABLE refresh_tokens("
+    "  hash BLOB PRIMARY KEY,"
+    "  session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    "  parent BLOB,"
+    "  revoked_at INTEGER,"
+    "  created_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX refresh_tokens_session ON refresh_tokens(session_id);"
+    "CREATE TABLE signing_keys("
+    "  kid TEXT PRIMARY KEY,"
+    "  alg TEXT NOT NULL,"
+    "  private_pem TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK(state IN ('next','active','retired')),"
+    "  created_at INTEGER NOT NULL,"
+    "  state_changed_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE UNIQUE INDEX signing_keys_one_active ON signing_keys(state) WHERE state = 'active';"
+    "CREATE TABLE audit_log("
+    "  id INTEGER PRIMARY KEY,"
+    "  created_at INTEGER NOT NULL,"
+    "  event TEXT NOT NULL,"
+    "  actor TEXT,"
+    "  target TEXT,"
+    "  ip TEXT,"
+    "  meta TEXT"
+    ");",
+};
+
+#define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
+
+/* ---- prepared statements ---- */
+
+#define USER_COLS                                                                                  \
+    "i.id, i.aud, i.role, i.email, i.phone, i.email_confirmed_at, i.phone_confirmed_at, "          \
+    "i.confirmation_sent_at, i.invited_at, i.last_sign_in_at, i.banned_until, i.deleted_at, "      \
+    "i.created_at, i.updated_at, i.user_metadata, i.app_metadata, i.is_anonymous, "                \
+    "EXISTS(SELECT 1 FROM credentials c WHERE c.identity_id = i.id AND c.strategy = 'password')"
+#define USER_NCOLS 18
+
+#define STMT_TABLE(X)                                                                              \
+    X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
+    X(COMMIT, "COMMIT")                                                                            \
+    X(ROLLBACK, "ROLLBACK")                                                                        \
+    X(PING, "SELECT 1")                                                                            \
+    X(META_GET, "SELECT value FROM meta WHERE key = ?1")                                           \
+    X(META_INSERT, "INSERT INTO meta(key, value) VALUES(?1, ?2)")                                  \
+    X(USER_INSERT,                                                                                 \
+      "INSERT INTO identities(id, collection, aud, role, email, phone, email_confirmed_at, "       \
+      "phone_confirmed_at, confirmation_sent_at, invited_at, last_sign_in_at, banned_until, "      \
+      "deleted_at, created_at, updated_at, user_metadata, app_metadata, is_anonymous) "            \
+      "VALUES(?1, 'users', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "    \
+      "?17)")                                                                                      \
+    X(USER_UPDATE,                                                                                 \
+      "UPDATE identities SET aud = ?2, role = ?3, email = ?4, phone = ?5, "                        \
+      "email_confirmed_at = ?6, phone_confirmed_at = ?7, confirmation_sent_at = ?8, "              \
+      "invited_at = ?9, last_sign_in_at = ?10, banned_until = ?11, deleted_at = ?12, "             \
+      "updated_at = ?14, user_metadata = ?15, app_metadata = ?16, is_anonymous = ?17 "             \
+      "WHERE id = ?1 AND collection = 'users'") /* ?13 (created_at) is bound but never changes */                               \
+    X(USER_GET, "SELECT " USER_COLS " FROM identities i WHERE i.id = ?1 AND i.collection = 'users'") \
+    X(USER_BY_EMAIL,                                                                               \
+      "SELECT " USER_COLS ", (SELECT c.hash FROM credentials c WHERE c.identity_id = i.id AND "    \
+      "c.strategy = 'password') FROM identities i WHERE i.collection = 'users' AND i.email = ?1")  \
+    X(USER_DELETE, "DELETE FROM identities WHERE id = ?1 AND collection = 'users'")              \
+    X(USER_LIST,                                                                                   \
+      "SELECT " USER_COLS " FROM identities i WHERE i.collection = 'users' AND "                   \
+      "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0) ORDER BY i.created_at, i.id "         \
+      "LIMIT ?2 OFFSET ?3")                                                                        \
+    X(USER_COUNT,                                                                                  \
+      "SELECT count(*) FROM identities i WHERE i.collection = 'users' AND "                        \
+      "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0)")                                      \
+    X(USER_TOUCH_SIGN_IN, "UPDATE identities SET last_sign_in_at = ?2 WHERE id = ?1")             \
+    X(PASSWORD_GET,                                                                                \
+      "SELECT hash FROM credentials WHERE identity_id = ?1 AND strategy = 'password'")             \
+    X(PASSWORD_UPSERT,                                                                             \
+      "INSERT INTO credentials(identity_id, strategy, hash, created_at, updated_at) "              \
+      "VALUES(?1, 'password', ?2, ?3, ?3) ON CONFLICT(identity_id, strategy) DO UPDATE SET "       \
+      "hash = excluded.hash, updated_at = excluded.updated_at")                                    \
+    X(SESSION_INSERT,                                                                              \
+      "INSERT INTO sessions(id, identity_id, aal, amr, ip, user_agent, created_at, refreshed_at) " \
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)")                                                  \
+    X(SESSION_USER,                                                                                \
+      "SELECT " USER_COLS " FROM sessions s JOIN identities i ON i.id = s.identity_id "            \
+      "WHERE s.id = ?1 AND s.identity_id = ?2")                                                   \
+    X(SESSION_DELETE, "DELETE FROM sessions WHERE id = ?1")                                        \
+    X(SESSIONS_DELETE_USER,                                                                        \
+      "DELETE FROM sessions WHERE identity_id = ?1 AND (?2 IS NULL OR id <> ?2)")                  \
+    X(SESSION_TOUCH,                                                                               \
+      "UPDATE sessions SET refreshed_at = ?2, ip = coalesce(?3, ip), "                             \
+      "user_agent = coalesce(?4, user_agent) WHERE id = ?1")                                       \
+    X(REFRESH_INSERT,                                                                              \
+      "INSERT INTO refresh_tokens(hash, session_id, parent, revoked_at, created_at) "              \
+      "VALUES(?1, ?2, ?3, NULL, ?4)")                                                              \
+    X(REFRESH_FIND,                                                                                \
+      "SELECT r.session_id, r.revoked_at, s.identity_id, s.aal, s.amr FROM refresh_tokens r "                    \
+      "JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?1")                                  \
+    X(REFRESH_REVOKE, "UPDATE refresh_tokens SET revoked_at = ?2 WHERE hash = ?1")                 \
+    X(KEYS_LIST,                                                                                   \
+      "SELECT kid, alg, private_pem, state, created_at, state_changed_at FROM signing_keys "       \
+      "ORDER BY created_at, kid")                                                                  \
+    X(KEY_INSERT,                                                                                  \
+      "INSERT INTO signing_keys(kid, alg, private_pem, state, created_at, state_changed_at) "      \
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?5)")                                                            \
+    X(KEY_RETIRE_ACTIVE,                                                                           \
+      "UPDATE signing_keys SET state = 'retired', state_changed_at = ?1 WHERE state = 'active'")   \
+    X(KEY_ACTIVATE,                                                                                \
+      "UPDATE signing_keys SET state = 'active', state_changed_at = ?2 WHERE kid = ?1 AND "        \
+      "state = 'next'")                                                                            \
+    X(KEY_DROP_RETIRED,                                                                            \
+      "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < ?1")                \
+    X(AUDIT_INSERT,                                                                                \
+      "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "                         \
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                                            \
+    X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+
+enum stmt_id {
+#define STMT_ENUM(id, sql) S_##id,
+    STMT_TABLE(STMT_ENUM)
+#undef STMT_ENUM
+        S__COUNT
+};
+
+static const char *const stmt_sql[] = {
+#define STMT_SQL(id, sql) sql,
+    STMT_TABLE(STMT_SQL)
+#undef STMT_SQL
+};
+
+struct sq_conn {
+    sqlite3 *db;
+    sqlite3_stmt *stmts[S__COUNT]; /* prepared on first use, kept for the connection's life */
+    struct sq_conn *next;          /* free-list link while pooled */
+};
+
+struct sq_store {
+    struct ts_store base; /* must be first */
+    char *path;
+    bool durable_full;
+    pthread_mutex_t pool_lock;
+    struct sq_conn *idle;        /* connections not in use */
+    pthread_mutex_t write_lock;  /* serialises this process's write transactions */
+};
+
+static struct sq_store *sq(struct ts_store *st)
+{
+    return (struct sq_store *)(void *)st;
+}
+
+/* Maps an SQLite result to ours, logging the unexpected ones with the engine's message. */
+static enum ts_rc map_rc(struct sq_conn *c, int rc, const char *what)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK:
+    case SQLITE_DONE:
+    case SQLITE_ROW:
+        return TS_OK;
+    case SQLITE_CONSTRAINT:
+        if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            return TS_E_CONFLICT;
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+            return TS_E_NOT_FOUND;
+        break;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_READONLY:
+    case SQLITE_IOERR:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PROTOCOL:
+        ts_log_error("sqlite %s: %s", what, c ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+        return TS_E_UNAVAILABLE;
+    default:
+        break;
+    }
+    ts_log_error("sqlite %s: %s (%d)", what, c ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc), rc);
+    return TS_E_STORE;
+}
+
+static enum ts_rc exec(struct sq_conn *c, const char *sql, const char *what)
+{
+    char *msg = NULL;
+    int rc = sqlite3_exec(c->db, sql, NULL, NULL, &msg);
+    if (rc != SQLITE_OK) {
+        ts_log_error("sqlite %s: %s", what, msg ? msg : sqlite3_errstr(rc));
+        sqlite3_free(msg);
+        return map_rc(NULL, rc, what);
+    }
+    return TS_OK;
+}
+
+static void conn_close(struct sq_conn *c)
+{
+    for (int i = 0; i < S__COUNT; i++)
+        sqlite3_finalize(c->stmts[i]);
+    sqlite3_close_v2(c->db);
+    free(c);
+}
+
+static enum ts_rc conn_open(struct sq_store *s, struct sq_conn **out)
+{
+    struct sq_conn *c = ts_xcalloc(1, sizeof(*c));
+    int rc = sqlite3_open_v2(s->path, &c->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        ts_log_error("sqlite open %s: %s", s->path, c->db ? sqlite3_errmsg(c->db) : "no memory");
+        conn_close(c);
+        return TS_E_UNAVAILABLE;
+    }
+    sqlite3_extended_result_codes(c->db, 1);
+    sqlite3_busy_timeout(c->db, 5000);
+    char pragmas[512];
+    snprintf(pragmas, sizeof(pragmas),
+             "PRAGMA journal_mode=WAL; PRAGMA synchronous=%s; PRAGMA foreign_keys=ON;"
+             "PRAGMA mmap_size=268435456; PRAGMA cache_size=-2048; PRAGMA temp_store=MEMORY;",
+             s->durable_full ? "FULL" : "NORMAL");
+    enum ts_rc trc = exec(c, pragmas, "pragmas");
+    if (trc) {
+        conn_close(c);
+        return trc;
+    }
+    *out = c;
+    return TS_OK;
+}
+
+static enum ts_rc acquire(struct sq_store *s, struct sq_conn **out)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    struct sq_conn *c = s->idle;
+    if (c)
+        s->idle = c->next;
+    pthread_mutex_unlock(&s->pool_lock);
+    if (c) {
+        *out = c;
+        return TS_OK;
+    }
+    return conn_open(s, out);
+}
+
+static void release(struct sq_store *s, struct sq_conn *c)
+{
+    pthread_mutex_lock(&s->pool_lock);
+    c->next = s->idle;
+    s->idle = c;
+    pthread_mutex_unlock(&s->pool_lock);
+}
+
+/* Returns the connection's prepared statement id, reset and unbound, or NULL (logged). */
+static sqlite3_stmt *stmt(struct sq_conn *c, enum stmt_id id)
+{
+    if (!c->stmts[id]) {
+        int rc = sqlite3_prepare_v3(c->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT,
+                                    &c->stmts[id], NULL);
+        if (rc != SQLITE_OK) {
+            ts_log_error("sqlite prepare %d: %s", (int)id, sqlite3_errmsg(c->db));
+            return NULL;
+        }
+    }
+    return c->stmts[id];
+}
+
+static void done(sqlite3_stmt *s)
+{
+    if (s) {
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);
+    }
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static void bind_time(sqlite3_stmt *s, int i, int64_t v)
+{
+    if (v)
+        sqlite3_bind_int64(s, i, v);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static char *col_strdup(sqlite3_stmt *s, int i)
+{
+    const unsigned char *t = sqlite3_column_text(s, i);
+    return t ? ts_xstrdup((const char *)t) : NULL;
+}
+
+/* Runs a statement that returns no rows; returns the mapped result. */
+static enum ts_rc run(struct sq_conn *c, sqlite3_stmt *s, const char *what)
+{
+    if (!s)
+        return TS_E_STORE;
+    int rc = sqlite3_step(s);
+    enum ts_rc r = rc == SQLITE_DONE || rc == SQLITE_ROW ? TS_OK : map_rc(c, rc, what);
+    done(s);
+    return r;
+}
+
+static json_t *col_json_object(sqlite3_stmt *s, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(s, i);
+    json_t *j = t ? json_loads(t, 0, NULL) : NULL;
+    if (!json_is_object(j)) {
+        json_decref(j);
+        j = json_object();
+    }
+    return j;
+}
+
+static struct ts_user *row_to_user(sqlite3_stmt *s)
+{
+    struct ts_user *u = ts_xcalloc(1, sizeof(*u));
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(u->id, sizeof(u->id), "%s", id ? id : "");
+    u->aud = col_strdup(s, 1);
+    u->role = col_strdup(s, 2);
+    if (!u->aud)
+        u->aud = ts_xstrdup("");
+    if (!u->role)
+        u->role = ts_xstrdup("");
+    u->email = col_strdup(s, 3);
+    u->phone = col_strdup(s, 4);
+    u->email_confirmed_at = sqlite3_column_int64(s, 5);
+    u->phone_confirmed_at = sqlite3_column_int64(s, 6);
+    u->confirmation_sent_at = sqlite3_column_int64(s, 7);
+    u->invited_at = sqlite3_column_int64(s, 8);
+    u->last_sign_in_at = sqlite3_column_int64(s, 9);
+    u->banned_until = sqlite3_column_int64(s, 10);
+    u->deleted_at = sqlite3_column_int64(s, 11);
+    u->created_at = sqlite3_column_int64(s, 12);
+    u->updated_at = sqlite3_column_int64(s, 13);
+    u->user_metadata = col_json_object(s, 14);
+    u->app_metadata = col_json_object(s, 15);
+    u->is_anonymous = sqlite3_column_int(s, 16) != 0;
+    u->has_password = sqlite3_column_int(s, 17) != 0;
+    return u;
+}
+
+/* Binds the user's fields in USER_INSERT / USER_UPDATE parameter order. The JSON texts are
+ * heap strings the caller frees after the statement ran. */
+static void bind_user(sqlite3_stmt *s, const struct ts_user *u, char **um, char **am)
+{
+    *um = json_dumps(u->user_metadata, JSON_COMPACT);
+    *am = json_dumps(u->app_metadata, JSON_COMPACT);
+    bind_text(s, 1, u->id);
+    bind_text(s, 2, u->aud);
+    bind_text(s, 3, u->role);
+    bind_text(s, 4, u->email);
+    bind_text(s, 5, u->phone);
+    bind_time(s, 6, u->email_confirmed_at);
+    bind_time(s, 7, u->phone_confirmed_at);
+    bind_time(s, 8, u->confirmation_sent_at);
+    bind_time(s, 9, u->invited_at);
+    bind_time(s, 10, u->last_sign_in_at);
+    bind_time(s, 11, u->banned_until);
+    bind_time(s, 12, u->deleted_at);
+    sqlite3_bind_int64(s, 13, u->created_at);
+    sqlite3_bind_int64(s, 14, u->updated_at);
+    bind_text(s, 15, *um ? *um : "{}");
+    bind_text(s, 16, *am ? *am : "{}");
+    sqlite3_bind_int(s, 17, u->is_anonymous ? 1 : 0);
+}
+
+/* ---- transactions ---- */
+
+static enum ts_rc tx_begin(struct sq_store *s, struct sq_conn *c)
+{
+    pthread_mutex_lock(&s->write_lock);
+    enum ts_rc rc = run(c, stmt(c, S_BEGIN), "begin");
+    if (rc)
+        pthread_mutex_unlock(&s->write_lock);
+    return rc;
+}
+
+/* Commits when rc is TS_OK, else rolls back; returns the first error. */
+static enum ts_rc tx_end(struct sq_store *s, struct sq_conn *c, enum ts_rc rc)
+{
+    if (rc == TS_OK) {
+        rc = run(c, stmt(c, S_COMMIT), "commit");
+        if (rc && !sqlite3_get_autocommit(c->db))
+            (void)run(c, stmt(c, S_ROLLBACK), "rollback");
+    } else if (!sqlite3_get_autocommit(c->db)) {
+        (void)run(c, stmt(c, S_ROLLBACK), "rollback");
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    return rc;
+}
+
+/* ---- operations ---- */
+
+static void sq_close(struct ts_store *st)
+{
+    struct sq_store *s = sq(st);
+    while (s->idle) {
+        struct sq_conn *c = s->idle;
+        s->idle = c->next;
+        conn_close(c);
+    }
+    pthread_mutex_destroy(&s->pool_lock);
+    pthread_mutex_destroy(&s->write_lock);
+    free(s->path);
+    free(s);
+}
+
+static enum ts_rc current_version(struct sq_conn *c, int *out)
+{
+    sqlite3_stmt *q = stmt(c, S_SCHEMA_VERSION);
+    if (!q)
+        return TS_E_STORE;
+    int rc = sqlite3_step(q);
+    enum ts_rc r = map_rc(c, rc, "schema version");
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int(q, 0);
+    done(q);
+    return r;
+}
+
+static enum ts_rc sq_migrate(struct ts_store *st, int *applied, char **err)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc) {
+        *err = ts_xasprintf("cannot open database %s", s->path);
+        return rc;
+    }
+    int n = 0;
+    pthread_mutex_lock(&s->write_lock);
+    rc = exec(c, "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_migrations("
+                 "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL); COMMIT;",
+              "migrations table");
+    int version = 0;
+    if (!rc)
+        rc = current_version(c, &version);
+    for (int v = version + 1; !rc && v <= MIGRATION_COUNT; v++) {
+        rc = exec(c, "BEGIN IMMEDIATE", "begin migration");
+        /* Another process may have migrated while we waited for the lock. */
+        int now_at = 0;
+        if (!rc)
+            rc = current_version(c, &now_at);
+        if (!rc && now_at >= v) {
+            rc = exec(c, "COMMIT", "commit");
+            continue;
+        }
+        if (!rc)
+            rc = exec(c, migrations[v - 1], "migration");
+        if (!rc) {
+            char sql[128];
+            snprintf(sql, sizeof(sql),
+                     "INSERT INTO schema_migrations(version, applied_at) VALUES(%d, %lld)", v,
+                     (long long)ts_now_us());
+            rc = exec(c, sql, "record migration");
+        }
+        if (!rc)
+            rc = exec(c, "COMMIT", "commit migration");
+        if (rc) {
+            (void)exec(c, "ROLLBACK", "rollback migration");
+            *err = ts_xasprintf("migration %d failed on %s", v, s->path);
+        } else {
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&s->write_lock);
+    if (rc && !*err)
+        *err = ts_xasprintf("cannot migrate %s", s->path);
+    /* The schema changed: statements prepared before are stale, so start afresh. */
+    conn_close(c);
+    if (!rc && applied)
+        *applied = n;
+    return rc;
+}
+
+static enum ts_rc sq_schema_version(struct ts_store *st, int *current, int *latest)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = current_version(c, current);
+    release(s, c);
+    if (!rc)
+        *latest = MIGRATION_COUNT;
+    return rc;
+}
+
+static enum ts_rc sq_ping(struct ts_store *st)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = run(c, stmt(c, S_PING), "ping");
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_meta_get(struct ts_store *st, const char *key, char **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_META_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, key);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW)
+            *out = col_strdup(q, 0);
+        rc = r == SQLITE_ROW ? TS_OK : r == SQLITE_DONE ? TS_E_NOT_FOUND : map_rc(c, r, "meta");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_meta_insert(struct ts_store *st, const char *key, const char *value)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_META_INSERT);
+        if (q) {
+            bind_text(q, 1, key);
+            bind_text(q, 2, value);
+        }
+        rc = tx_end(s, c, run(c, q, "meta insert"));
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc upsert_password(struct sq_conn *c, const char *user_id, const char *hash,
+                                  int64_t now)
+{
+    sqlite3_stmt *q = stmt(c, S_PASSWORD_UPSERT);
+    if (q) {
+        bind_text(q, 1, user_id);
+        bind_text(q, 2, hash);
+        sqlite3_bind_int64(q, 3, now);
+    }
+    return run(c, q, "password upsert");
+}
+
+static enum ts_rc sq_user_create(struct ts_store *st, const struct ts_user *u, const char *hash)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        char *um = NULL, *am = NULL;
+        sqlite3_stmt *q = stmt(c, S_USER_INSERT);
+        if (q)
+            bind_user(q, u, &um, &am);
+        enum ts_rc r = run(c, q, "user insert");
+        free(um);
+        free(am);
+        if (!r && hash)
+            r = upsert_password(c, u->id, hash, u->created_at);
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+/* Runs a query expected to return at most one user row. */
+static enum ts_rc one_user(struct sq_conn *c, sqlite3_stmt *q, const char *what,
+                           struct ts_user **out, char **out_hash)
+{
+    if (!q)
+        return TS_E_STORE;
+    int r = sqlite3_step(q);
+    enum ts_rc rc;
+    if (r == SQLITE_ROW) {
+        *out = row_to_user(q);
+        if (out_hash)
+            *out_hash = col_strdup(q, USER_NCOLS);
+        rc = TS_OK;
+    } else {
+        rc = r == SQLITE_DONE ? TS_E_NOT_FOUND : map_rc(c, r, what);
+    }
+    done(q);
+    return rc;
+}
+
+static enum ts_rc sq_user_get(struct ts_store *st, const char *id, struct ts_user **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_USER_GET);
+    if (q)
+        bind_text(q, 1, id);
+    rc = one_user(c, q, "user get", out, NULL);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_user_get_by_email(struct ts_store *st, const char *email,
+                                       struct ts_user **out, char **out_hash)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_USER_BY_EMAIL);
+    if (q)
+        bind_text(q, 1, email);
+    char *hash = NULL;
+    rc = one_user(c, q, "user by email", out, &hash);
+    if (out_hash)
+        *out_hash = hash;
+    else if (hash) {
+        ts_wipe(hash, strlen(hash));
+        free(hash);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_user_update(struct ts_store *st, const struct ts_user *u)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        char *um = NULL, *am = NULL;
+        sqlite3_stmt *q = stmt(c, S_USER_UPDATE);
+        if (q)
+            bind_user(q, u, &um, &am);
+        enum ts_rc r = run(c, q, "user update");
+        free(um);
+        free(am);
+        if (!r && sqlite3_changes(c->db) == 0)
+            r = TS_E_NOT_FOUND;
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_USER_DELETE);
+        if (q)
+            bind_text(q, 1, id);
+        enum ts_rc r = run(c, q, "user delete");
+        if (!r && sqlite3_changes(c->db) == 0)
+            r = TS_E_NOT_FOUND;
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_user_list(struct ts_store *st, int64_t offset, int64_t limit,
+                               const char *filter, struct ts_user ***out, size_t *out_n,
+                               int64_t *total)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_user **list = NULL;
+    size_t n = 0;
+    int64_t count = 0;
+    sqlite3_stmt *q = stmt(c, S_USER_COUNT);
+    if (!q) {
+        rc = TS_E_STORE;
+        goto out;
+    }
+    bind_text(q, 1, filter);
+    int r = sqlite3_step(q);
+    if (r == SQLITE_ROW)
+        count = sqlite3_column_int64(q, 0);
+    else
+        rc = map_rc(c, r, "user count");
+    done(q);
+    if (rc)
+        goto out;
+    q = stmt(c, S_USER_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+        goto out;
+    }
+    bind_text(q, 1, filter);
+    sqlite3_bind_int64(q, 2, limit);
+    sqlite3_bind_int64(q, 3, offset);
+    list = ts_xcalloc((size_t)(limit > 0 ? limit : 1), sizeof(*list));
+    while ((r = sqlite3_step(q)) == SQLITE_ROW && n < (size_t)limit)
+        list[n++] = row_to_user(q);
+    if (r != SQLITE_ROW && r != SQLITE_DONE)
+        rc = map_rc(c, r, "user list");
+    done(q);
+out:
+    release(s, c);
+    if (rc) {
+        ts_user_list_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    *total = count;
+    return TS_OK;
+}
+
+static enum ts_rc sq_password_get(struct ts_store *st, const char *user_id, char **out_hash)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_PASSWORD_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, user_id);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW)
+            *out_hash = col_strdup(q, 0);
+        rc = r == SQLITE_ROW ? TS_OK : r == SQLITE_DONE ? TS_E_NOT_FOUND : map_rc(c, r, "password");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc delete_user_sessions(struct sq_conn *c, const char *user_id,
+                                       const char *except, int64_t *deleted)
+{
+    sqlite3_stmt *q = stmt(c, S_SESSIONS_DELETE_USER);
+    if (q) {
+        bind_text(q, 1, user_id);
+        bind_text(q, 2, except);
+    }
+    enum ts_rc rc = run(c, q, "sessions delete");
+    if (!rc && deleted)
+        *deleted = sqlite3_changes(c->db);
+    return rc;
+}
+
+static enum ts_rc sq_password_set(struct ts_store *st, const char *user_id, const char *hash,
+                                  const char *expect_old, bool revoke, const char *keep_session,
+                                  int64_t now)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (rc)
+        goto out;
+    enum ts_rc r = TS_OK;
+    if (expect_old) {
+        sqlite3_stmt *q = stmt(c, S_PASSWORD_GET);
+        if (!q) {
+            r = TS_E_STORE;
+        } else {
+            bind_text(q, 1, user_id);
+            int sr = sqlite3_step(q);
+            if (sr == SQLITE_ROW) {
+                const char *cur = (const char *)sqlite3_column_text(q, 0);
+                if (!cur || strcmp(cur, expect_old) != 0)
+                    r = TS_E_CONFLICT;
+            } else {
+                r = sr == SQLITE_DONE ? TS_E_CONFLICT : map_rc(c, sr, "password check");
+            }
+            done(q);
+        }
+    }
+    if (!r)
+        r = upsert_password(c, user_id, hash, now);
+    if (!r && revoke)
+        r = delete_user_sessions(c, user_id, keep_session, NULL);
+    rc = tx_end(s, c, r);
+out:
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc insert_refresh(struct sq_conn *c, const uint8_t hash[TS_REFRESH_HASH_LEN],
+                                 const char *session_id, const uint8_t *parent, int64_t now)
+{
+    sqlite3_stmt *q = stmt(c, S_REFRESH_INSERT);
+    if (q) {
+        sqlite3_bind_blob(q, 1, hash, TS_REFRESH_HASH_LEN, SQLITE_STATIC);
+        bind_text(q, 2, session_id);
+        if (parent)
+            sqlite3_bind_blob(q, 3, parent, TS_REFRESH_HASH_LEN, SQLITE_STATIC);
+        else
+            sqlite3_bind_null(q, 3);
+        sqlite3_bind_int64(q, 4, now);
+    }
+    return run(c, q, "refresh insert");
+}
+
+static enum ts_rc sq_session_create(struct ts_store *st, const struct ts_session_new *n,
+                                    char session_id[TS_STORE_ID_LEN + 1])
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char id[TS_STORE_ID_LEN + 1];
+    ts_uuid_v4(id);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_SESSION_INSERT);
+        if (q) {
+            bind_text(q, 1, id);
+            bind_text(q, 2, n->user_id);
+            bind_text(q, 3, n->aal);
+            bind_text(q, 4, n->amr_json);
+            bind_text(q, 5, n->ip);
+            bind_text(q, 6, n->user_agent);
+            sqlite3_bind_int64(q, 7, n->now);
+        }
+        enum ts_rc r = run(c, q, "session insert");
+        if (!r)
+            r = insert_refresh(c, n->refresh_hash, id, NULL, n->now);
+        if (!r) {
+            q = stmt(c, S_USER_TOUCH_SIGN_IN);
+            if (q) {
+                bind_text(q, 1, n->user_id);
+                sqlite3_bind_int64(q, 2, n->now);
+            }
+            r = run(c, q, "user touch");
+        }
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    if (!rc)
+        memcpy(session_id, id, sizeof(id));
+    return rc;
+}
+
+static enum ts_rc sq_session_user(struct ts_store *st, const char *session_id,
+                                  const char *user_id, struct ts_user **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_SESSION_USER);
+    if (q) {
+        bind_text(q, 1, session_id);
+        bind_text(q, 2, user_id);
+    }
+    rc = one_user(c, q, "session user", out, NULL);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_session_delete(struct ts_store *st, const char *session_id)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_SESSION_DELETE);
+        if (q)
+            bind_text(q, 1, session_id);
+        enum ts_rc r = run(c, q, "session delete");
+        if (!r && sqlite3_changes(c->db) == 0)
+            r = TS_E_NOT_FOUND;
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_sessions_delete_for_user(struct ts_store *st, const char *user_id,
+                                              const char *except_session, int64_t *deleted)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc)
+        rc = tx_end(s, c, delete_user_sessions(c, user_id, except_session, deleted));
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc touch_session(struct sq_conn *c, const char *session_id,
+                                const struct ts_refresh_request *req)
+{
+    sqlite3_stmt *q = stmt(c, S_SESSION_TOUCH);
+    if (q) {
+        bind_text(q, 1, session_id);
+        sqlite3_bind_int64(q, 2, req->now);
+        bind_text(q, 3, req->ip);
+        bind_text(q, 4, req->user_agent);
+    }
+    return run(c, q, "session touch");
+}
+
+static enum ts_rc sq_refresh_rotate(struct ts_store *st, const struct ts_refresh_request *req,
+                                    struct ts_refresh_result *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (rc)
+        goto out;
+    struct ts_refresh_result res;
+    memset(&res, 0, sizeof(res));
+    enum ts_rc r = TS_OK;
+    int64_t revoked_at = 0;
+    sqlite3_stmt *q = stmt(c, S_REFRESH_FIND);
+    if (!q) {
+        r = TS_E_STORE;
+    } else {
+        sqlite3_bind_blob(q, 1, req->presented, TS_REFRESH_HASH_LEN, SQLITE_STATIC);
+        int sr = sqlite3_step(q);
+        if (sr == SQLITE_ROW) {
+            snprintf(res.session_id, sizeof(res.session_id), "%s",
+                     (const char *)sqlite3_column_text(q, 0));
+            revoked_at = sqlite3_column_int64(q, 1);
+            snprintf(res.user_id, sizeof(res.user_id), "%s",
+                     (const char *)sqlite3_column_text(q, 2));
+            snprintf(res.aal, sizeof(res.aal), "%s", (const char *)sqlite3_column_text(q, 3));
+            snprintf(res.amr_json, sizeof(res.amr_json), "%s",
+                     (const char *)sqlite3_column_text(q, 4));
+            res.outcome = TS_REFRESH_ROTATED;
+        } else if (sr == SQLITE_DONE) {
+            res.outcome = TS_REFRESH_NOT_FOUND;
+        } else {
+            r = map_rc(c, sr, "refresh find");
+        }
+        done(q);
+    }
+    if (!r && res.outcome == TS_REFRESH_ROTATED) {
+        if (revoked_at == 0) {
+            q = stmt(c, S_REFRESH_REVOKE);
+            if (q) {
+                sqlite3_bind_blob(q, 1, req->presented, TS_REFRESH_HASH_LEN, SQLITE_STATIC);
+                sqlite3_bind_int64(q, 2, req->now);
+            }
+            r = run(c, q, "refresh revoke");
+        } else if (req->now - revoked_at <= req->reuse_interval) {
+            /* A client that lost the answer to its last refresh, or two tabs racing:
+             * continue the family with a new child instead of ending the session. */
+            res.outcome = TS_REFRESH_REUSED;
+        } else {
+            res.outcome = TS_REFRESH_ALREADY_USED;
+            if (req->rotation_enabled) {
+                /* gotrue-api.md §6: reuse past the interval means the token leaked. */
+                q = stmt(c, S_SESSION_DELETE);
+                if (q)
+                    bind_text(q, 1, res.session_id);
+                r = run(c, q, "session revoke");
+            }
+        }
+        if (!r && res.outcome != TS_REFRESH_ALREADY_USED) {
+            r = insert_refresh(c, req->next, res.session_id, req->presented, req->now);
+            if (!r)
+                r = touch_session(c, res.session_id, req);
+        }
+    }
+    rc = tx_end(s, c, r);
+    if (!rc)
+        *out = res;
+out:
+    release(s, c);
+    return rc;
+}
+
+static enum ts_key_state state_from_text(const char *t)
+{
+    if (t && strcmp(t, "active") == 0)
+        return TS_KEY_ACTIVE;
+    if (t && strcmp(t, "next") == 0)
+        return TS_KEY_NEXT;
+    return TS_KEY_RETIRED;
+}
+
+static const char *state_text(enum ts_key_state st)
+{
+    return st == TS_KEY_ACTIVE ? "active" : st == TS_KEY_NEXT ? "next" : "retired";
+}
+
+static enum ts_rc sq_signing_keys_list(struct ts_store *st, struct ts_signing_key_row **out,
+                                       size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_signing_key_row *rows = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_KEYS_LIST);
+    int r = SQLITE_ERROR;
+    if (q) {
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            if (n == cap) {
+                cap = cap ? cap * 2 : 4;
+                rows = ts_xrealloc(rows, cap * sizeof(*rows));
+            }
+            struct ts_signing_key_row *row = &rows[n++];
+            row->kid = col_strdup(q, 0);
+            row->alg = col_strdup(q, 1);
+            row->private_pem = col_strdup(q, 2);
+            row->state = state_from_text((const char *)sqlite3_column_text(q, 3));
+            row->created_at = sqlite3_column_int64(q, 4);
+            row->state_changed_at = sqlite3_column_int64(q, 5);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "keys list");
+        done(q);
+    } else {
+        rc = TS_E_STORE;
+    }
+    release(s, c);
+    if (rc) {
+        ts_signing_key_rows_free(rows, n);
+        return rc;
+    }
+    *out = rows;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_signing_key_insert(struct ts_store *st, const struct ts_signing_key_row *row)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_KEY_INSERT);
+        if (q) {
+            bind_text(q, 1, row->kid);
+            bind_text(q, 2, row->alg);
+            bind_text(q, 3, row->private_pem);
+            bind_text(q, 4, state_text(row->state));
+            sqlite3_bind_int64(q, 5, row->created_at);
+        }
+        rc = tx_end(s, c, run(c, q, "key insert"));
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_signing_key_promote(struct ts_store *st, const char *kid, int64_t now,
+                                         int64_t drop_before)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_KEY_RETIRE_ACTIVE);
+        if (q)
+            sqlite3_bind_int64(q, 1, now);
+        enum ts_rc r = run(c, q, "key retire");
+        if (!r) {
+            q = stmt(c, S_KEY_ACTIVATE);
+            if (q) {
+                bind_text(q, 1, kid);
+                sqlite3_bind_int64(q, 2, now);
+            }
+            r = run(c, q, "key activate");
+            if (!r && sqlite3_changes(c->db) == 0)
+                r = TS_E_NOT_FOUND;
+        }
+        if (!r) {
+            q = stmt(c, S_KEY_DROP_RETIRED);
+            if (q)
+                sqlite3_bind_int64(q, 1, drop_before);
+            r = run(c, q, "key drop");
+        }
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+static void sq_audit(struct ts_store *st, const char *event, const char *actor,
+                     const char *target, const char *ip, const char *meta_json)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    if (acquire(s, &c))
+        return;
+    pthread_mutex_lock(&s->write_lock);
+    sqlite3_stmt *q = stmt(c, S_AUDIT_INSERT);
+    if (q) {
+        sqlite3_bind_int64(q, 1, ts_now_us());
+        bind_text(q, 2, event);
+        bind_text(q, 3, actor);
+        bind_text(q, 4, target);
+        bind_text(q, 5, ip);
+        bind_text(q, 6, meta_json);
+    }
+    if (run(c, q, "audit insert"))
+        ts_log_warn("audit event %s not recorded", event);
+    pthread_mutex_unlock(&s->write_lock);
+    release(s, c);
+}
+
+static const struct ts_store_ops sqlite_ops = {
+    .close = sq_close,
+    .migrate = sq_migrate,
+    .schema_version = sq_schema_version,
+    .ping = sq_ping,
+    .meta_get = sq_meta_get,
+    .meta_insert = sq_meta_insert,
+    .user_create = sq_user_create,
+    .user_get = sq_user_get,
+    .user_get_by_email = sq_user_get_by_email,
+    .user_update = sq_user_update,
+    .user_delete = sq_user_delete,
+    .user_list = sq_user_list,
+    .password_get = sq_password_get,
+    .password_set = sq_password_set,
+    .session_create = sq_session_create,
+    .session_user = sq_session_user,
+    .session_delete = sq_session_delete,
+    .sessions_delete_for_user = sq_sessions_delete_for_user,
+    .refresh_rotate = sq_refresh_rotate,
+    .signing_keys_list = sq_signing_keys_list,
+    .signing_key_insert = sq_signing_key_insert,
+    .signing_key_promote = sq_signing_key_promote,
+    .audit = sq_audit,
+};
+
+enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,
+                                 struct ts_store **out, char **err)
+{
+    if (!path || !*path) {
+        *err = ts_xstrdup("DATABASE_URL: sqlite:// needs a file path");
+        return TS_E_INVALID;
+    }
+    if (sqlite3_threadsafe() == 0) {
+        *err = ts_xstrdup("this SQLite library was built without thread support");
+        return TS_E_INVALID;
+    }
+    struct sq_store *s = ts_xcalloc(1, sizeof(*s));
+    s->base.ops = &sqlite_ops;
+    s->path = ts_xstrdup(path);
+    s->durable_full = opt->durable_full;
+    pthread_mutex_init(&s->pool_lock, NULL);
+    pthread_mutex_init(&s->write_lock, NULL);
+    struct sq_conn *c;
+    enum ts_rc rc = conn_open(s, &c);
+    if (rc) {
+        *err = ts_xasprintf("cannot open SQLite database %s", path);
+        sq_close(&s->base);
+        return rc;
+    }
+    release(s, c);
+    *out = &s->base;
+    return TS_OK;
+}

@@ -1,0 +1,175 @@
+// Refresh-token rotation, reuse interval and family revocation (issue item 4).
+import { before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  startServer,
+  finish,
+  test,
+  makeClient,
+  newUser,
+  getUserRaw,
+  refreshRaw,
+  assertApiError,
+  assertAuthError,
+  api,
+  jwtPayload,
+  sleep,
+} from '../lib/server.mjs';
+
+let server; // default reuse interval (10 s)
+let strict; // SECURITY_REFRESH_TOKEN_REUSE_INTERVAL=1
+
+before(async () => {
+  server = await startServer({});
+  strict = await startServer({ SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: '1' });
+});
+
+after(async () => {
+  await finish(server, strict);
+});
+
+test('refreshSession rotates the refresh token and keeps the session', async () => {
+  const { client, session: s0, user } = await newUser(server);
+  const { data, error } = await client.refreshSession();
+  assert.equal(error, null);
+  const s1 = data.session;
+  assert.ok(s1);
+  assert.notEqual(s1.refresh_token, s0.refresh_token, 'refresh token must rotate');
+  assert.equal(s1.token_type, 'bearer');
+  assert.ok(s1.expires_in > 0);
+  assert.equal(s1.user.id, user.id);
+  assert.equal(data.user.id, user.id);
+
+  const c0 = jwtPayload(s0.access_token);
+  const c1 = jwtPayload(s1.access_token);
+  assert.equal(c1.session_id, c0.session_id, 'same session after refresh');
+  assert.equal(c1.sub, user.id);
+
+  // Both the old and the new access token are still valid (same live session).
+  const g0 = await getUserRaw(server, s0.access_token);
+  assert.equal(g0.status, 200, g0.text);
+  const g1 = await getUserRaw(server, s1.access_token);
+  assert.equal(g1.status, 200, g1.text);
+
+  // The client now holds the new session and can refresh again.
+  const again = await client.refreshSession();
+  assert.equal(again.error, null);
+  assert.notEqual(again.data.session.refresh_token, s1.refresh_token);
+});
+
+test('reusing the previous refresh token within the reuse interval returns a working session', async () => {
+  const { session: s0 } = await newUser(server);
+  const r1 = await refreshRaw(server, s0.refresh_token);
+  assert.equal(r1.status, 200, r1.text);
+
+  // The client "lost" r1 and retries with the old token.
+  const again = await refreshRaw(server, s0.refresh_token);
+  assert.equal(again.status, 200, again.text);
+  assert.equal(typeof again.body.refresh_token, 'string');
+  assert.equal(jwtPayload(again.body.access_token).session_id, jwtPayload(s0.access_token).session_id);
+  const g = await getUserRaw(server, again.body.access_token);
+  assert.equal(g.status, 200, g.text);
+  const next = await refreshRaw(server, again.body.refresh_token);
+  assert.equal(next.status, 200, next.text);
+
+  // Through auth-js as well.
+  const viaClient = await makeClient(server).refreshSession({ refresh_token: s0.refresh_token });
+  assert.equal(viaClient.error, null);
+  assert.ok(viaClient.data.session);
+  const me = await getUserRaw(server, viaClient.data.session.access_token);
+  assert.equal(me.status, 200, me.text);
+});
+
+test('reusing an older (grand-parent) refresh token within the interval still works', async () => {
+  const { session: s0 } = await newUser(server);
+  const r1 = await refreshRaw(server, s0.refresh_token);
+  assert.equal(r1.status, 200, r1.text);
+  const r2 = await refreshRaw(server, r1.body.refresh_token);
+  assert.equal(r2.status, 200, r2.text);
+  const r0 = await refreshRaw(server, s0.refresh_token);
+  assert.equal(r0.status, 200, r0.text);
+  const g = await getUserRaw(server, r0.body.access_token);
+  assert.equal(g.status, 200, g.text);
+});
+
+test('an unknown refresh token gives refresh_token_not_found 400', async () => {
+  const { error, data } = await makeClient(server).refreshSession({
+    refresh_token: 'doesnotexist' + 'q'.repeat(20),
+  });
+  assertAuthError(error, 400, 'refresh_token_not_found');
+  assert.equal(data.session, null);
+
+  const raw = await refreshRaw(server, 'abcdefghijklmnopqrstuvwx');
+  assertApiError(raw, 400, 'refresh_token_not_found');
+});
+
+test('an empty or missing refresh token is a 400', async () => {
+  const empty = await refreshRaw(server, '');
+  assert.equal(empty.status, 400, empty.text);
+  const missing = await api(server, 'POST', '/token?grant_type=refresh_token', { body: {} });
+  assert.equal(missing.status, 400, missing.text);
+  const wrongType = await api(server, 'POST', '/token?grant_type=refresh_token', {
+    body: { refresh_token: 12345 },
+  });
+  assert.equal(wrongType.status, 400, wrongType.text);
+});
+
+test('two concurrent refreshes of the same token both succeed', async () => {
+  const { session: s0 } = await newUser(server);
+  const [a, b] = await Promise.all([
+    refreshRaw(server, s0.refresh_token),
+    refreshRaw(server, s0.refresh_token),
+  ]);
+  assert.equal(a.status, 200, a.text);
+  assert.equal(b.status, 200, b.text);
+  for (const r of [a, b]) {
+    const g = await getUserRaw(server, r.body.access_token);
+    assert.equal(g.status, 200, g.text);
+  }
+  const next = await refreshRaw(server, a.body.refresh_token);
+  assert.equal(next.status, 200, next.text);
+});
+
+test('five concurrent refreshes of the same token all succeed', async () => {
+  const { session: s0 } = await newUser(server);
+  const results = await Promise.all(Array.from({ length: 5 }, () => refreshRaw(server, s0.refresh_token)));
+  assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200], results.map((r) => r.text).join('\n'));
+});
+
+test('reuse after the interval gives refresh_token_already_used and revokes the whole session', async () => {
+  const { session: s0, email, password } = await newUser(strict);
+  // A second login of the same user: a different session that must survive.
+  const other = await makeClient(strict).signInWithPassword({ email, password });
+  assert.equal(other.error, null);
+  const r1 = await refreshRaw(strict, s0.refresh_token);
+  assert.equal(r1.status, 200, r1.text);
+  const r2 = await refreshRaw(strict, r1.body.refresh_token);
+  assert.equal(r2.status, 200, r2.text);
+  // The session is fine before the reuse.
+  assert.equal((await getUserRaw(strict, r2.body.access_token)).status, 200);
+
+  await sleep(2100); // > SECURITY_REFRESH_TOKEN_REUSE_INTERVAL (1 s), with margin for whole-second clocks
+
+  // s0's token was rotated twice; reusing it now is the theft signal.
+  const { error } = await makeClient(strict).refreshSession({ refresh_token: s0.refresh_token });
+  assertAuthError(error, 400, 'refresh_token_already_used');
+  const rawAgain = await refreshRaw(strict, s0.refresh_token);
+  assert.equal(rawAgain.status, 400, rawAgain.text);
+
+  // The whole session is revoked: the current refresh token fails...
+  const cur = await refreshRaw(strict, r2.body.refresh_token);
+  assert.equal(cur.status, 400, `current refresh token must die too: ${cur.text}`);
+  assert.ok(
+    ['refresh_token_already_used', 'refresh_token_not_found', 'session_not_found'].includes(cur.body?.code),
+    cur.text,
+  );
+  // ...and every access token of the session is dead.
+  assertApiError(await getUserRaw(strict, r2.body.access_token), 403, 'session_not_found');
+  assertApiError(await getUserRaw(strict, s0.access_token), 403, 'session_not_found');
+
+  // The user's other session is untouched.
+  const g = await getUserRaw(strict, other.data.session.access_token);
+  assert.equal(g.status, 200, g.text);
+  const r = await refreshRaw(strict, other.data.session.refresh_token);
+  assert.equal(r.status, 200, r.text);
+});
