@@ -59,8 +59,9 @@ struct ts_hash_job {
     enum ts_hash_op op;
     const char *password; /* borrowed until done() runs */
     size_t password_len;
-    const char *hash;     /* VERIFY, CHANGE: the stored hash, or NULL. VERIFY with NULL checks
-                           * a dummy hash, so an unknown user costs what a wrong password costs */
+    const char *hash;     /* VERIFY, CHANGE: the stored hash, or NULL. VERIFY with NULL spends
+                           * the time of a verification and fails, so an unknown user costs
+                           * what a wrong password costs */
     const char *current_password; /* CHANGE: may be NULL */
     size_t current_password_len;
     void (*done)(struct ts_hash_job *job); /* runs on the worker thread when finished */

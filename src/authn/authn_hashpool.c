@@ -20,7 +20,6 @@
 
 struct ts_hashpool {
     struct ts_password_params params;
-    char *dummy_hash;          /* argon2id of a random password: the "unknown user" target */
     pthread_mutex_t lock;
     pthread_cond_t wake;
     struct ts_hash_job *head, *tail;
@@ -32,23 +31,37 @@ struct ts_hashpool {
     int64_t completed, rejected, wait_us_total, run_us_total;
 };
 
-/* Verifies password against hash (or the dummy hash when hash is NULL). A hash we cannot
- * read costs the same time and counts as a mismatch. */
+/* Spends what one verification costs without a hash to verify against: an argon2id hash of
+ * the password with the same parameters (the cost of argon2id is the same either way). This
+ * is what makes an unknown user indistinguishable from a wrong password by time. */
+static void spend_like_verify(struct ts_hashpool *pool, const char *password, size_t len)
+{
+    char *scratch = NULL;
+    if (ts_password_hash(&pool->params, password, len, &scratch) == TS_OK) {
+        ts_wipe(scratch, strlen(scratch));
+        free(scratch);
+    }
+}
+
+/* Verifies password against hash, or spends the same time when hash is NULL. A hash we cannot
+ * read also costs the same time and counts as a mismatch. */
 static bool verify(struct ts_hashpool *pool, const char *hash, const char *password, size_t len,
                    bool *needs_rehash)
 {
     bool match = false, rehash = false;
-    const char *target = hash ? hash : pool->dummy_hash;
-    enum ts_rc rc = ts_password_verify(&pool->params, target, password, len, &match, &rehash);
+    *needs_rehash = false;
+    if (!hash) {
+        spend_like_verify(pool, password, len);
+        return false;
+    }
+    enum ts_rc rc = ts_password_verify(&pool->params, hash, password, len, &match, &rehash);
     if (rc == TS_E_INVALID) {
-        enum ts_rc ignored =
-            ts_password_verify(&pool->params, pool->dummy_hash, password, len, &match, &rehash);
-        (void)ignored;
+        spend_like_verify(pool, password, len);
         ts_log_error("password hash of unknown format; treated as a mismatch");
-        match = false;
+        return false;
     }
     *needs_rehash = rehash;
-    return hash != NULL && match;
+    return match;
 }
 
 static void run_job(struct ts_hashpool *pool, struct ts_hash_job *job)
@@ -130,17 +143,6 @@ enum ts_rc ts_hashpool_new(int workers, int queue_cap, const struct ts_password_
     struct ts_hashpool *pool = ts_xcalloc(1, sizeof(*pool));
     pool->params = *params;
     pool->queue_cap = queue_cap;
-    uint8_t random_pw[32];
-    char pw_text[65];
-    ts_rand_bytes(random_pw, sizeof(random_pw));
-    ts_hex_encode(random_pw, sizeof(random_pw), pw_text);
-    enum ts_rc rc = ts_password_hash(params, pw_text, 64, &pool->dummy_hash);
-    ts_wipe(random_pw, sizeof(random_pw));
-    ts_wipe(pw_text, sizeof(pw_text));
-    if (rc) {
-        free(pool);
-        return rc;
-    }
     pthread_mutex_init(&pool->lock, NULL);
     pthread_cond_init(&pool->wake, NULL);
     pool->workers = ts_xcalloc((size_t)workers, sizeof(pthread_t));
@@ -213,6 +215,5 @@ void ts_hashpool_free(struct ts_hashpool *pool)
     free(pool->workers);
     pthread_mutex_destroy(&pool->lock);
     pthread_cond_destroy(&pool->wake);
-    free(pool->dummy_hash);
     free(pool);
 }

@@ -182,8 +182,8 @@ static enum ts_rc pkey_verify(const struct ts_jose_key *key, const uint8_t *msg,
     case TS_JOSE_FAMILY_PSS:
         /*
          * RFC 8017 §8.1.2 and §8.2.2, step 1: the signature is exactly k octets, k being the
-         * modulus length. OpenSSL alone would also take a shorter one (leading zero octets
-         * stripped), a second spelling of the same signature.
+         * modulus length. OpenSSL 3.0 checks this for PKCS#1 v1.5 but takes a shorter PSS
+         * signature (leading zero octets stripped), a second spelling of the same one.
          */
         if (sig_len != (size_t)EVP_PKEY_get_size(key->pkey))
             goto out;
