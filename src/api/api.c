@@ -30,13 +30,25 @@ static const struct ts_http_route routes[] = {
 
 /* ---- per-request state and responses ---- */
 
+static void add_cors_headers(struct ts_http_req *req);
+
+/* The request's state, made on first use together with the headers every answer carries
+ * (the API version echo and CORS), so that even answers given before routing (413) have them. */
 struct api_req *api_req(struct ts_http_req *req)
 {
     struct api_req *ar = ts_http_app_data(req);
-    if (!ar) {
-        ar = ts_arena_calloc(ts_http_arena(req), sizeof(*ar));
-        ts_http_set_app_data(req, ar);
+    if (ar)
+        return ar;
+    ar = ts_arena_calloc(ts_http_arena(req), sizeof(*ar));
+    ts_http_set_app_data(req, ar);
+    const char *v = ts_http_header(req, "X-Supabase-Api-Version");
+    /* gotrue-api.md §1: a dated version from 2024-01-01 on selects the {code,message} shape. */
+    if (v && strlen(v) == 10 && v[4] == '-' && v[7] == '-' && strcmp(v, "2024-01-01") >= 0) {
+        ar->versioned = true;
+        ar->api_version = v;
+        ts_http_add_header(req, "X-Supabase-Api-Version", "2024-01-01");
     }
+    add_cors_headers(req);
     return ar;
 }
 
@@ -524,52 +536,51 @@ struct ts_hash_job *api_hash_job(struct ts_http_req *req)
 
 /* ---- hooks ---- */
 
-static bool before(struct ts_http_req *req)
+/* CORS (gotrue-api.md §1): allowed origins get their origin echoed with credentials and
+ * the headers auth-js reads exposed. */
+static bool origin_allowed(struct ts_http_req *req, const char *origin)
 {
     struct ts_api *api = ts_http_app(req);
-    struct api_req *ar = api_req(req);
-    const char *v = ts_http_header(req, "X-Supabase-Api-Version");
-    /* gotrue-api.md §1: a dated version from 2024-01-01 on selects the {code,message} shape. */
-    if (v && strlen(v) == 10 && v[4] == '-' && v[7] == '-' && strcmp(v, "2024-01-01") >= 0) {
-        ar->versioned = true;
-        ar->api_version = v;
-        ts_http_add_header(req, "X-Supabase-Api-Version", "2024-01-01");
-    }
-    const char *origin = ts_http_header(req, "Origin");
     const char *allowed = api->cfg->cors_allowed_origins;
-    bool origin_ok = false;
-    if (origin) {
-        if (strcmp(allowed, "*") == 0) {
-            origin_ok = true;
-        } else {
-            size_t ol = strlen(origin);
-            for (const char *p = allowed; p && *p;) {
-                const char *end = strchr(p, ',');
-                size_t n = end ? (size_t)(end - p) : strlen(p);
-                if (n == ol && strncmp(p, origin, n) == 0)
-                    origin_ok = true;
-                p = end ? end + 1 : NULL;
-            }
-        }
+    if (strcmp(allowed, "*") == 0)
+        return true;
+    size_t ol = strlen(origin);
+    for (const char *p = allowed; p && *p;) {
+        const char *end = strchr(p, ',');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n == ol && strncmp(p, origin, n) == 0)
+            return true;
+        p = end ? end + 1 : NULL;
     }
-    if (origin_ok) {
-        ts_http_add_header(req, "Access-Control-Allow-Origin", origin);
-        ts_http_add_header(req, "Access-Control-Allow-Credentials", "true");
-        ts_http_add_header(req, "Vary", "Origin");
-        ts_http_add_header(req, "Access-Control-Expose-Headers",
-                           "X-Total-Count, Link, X-Supabase-Api-Version, x-sb-error-code, "
-                           "X-Request-Id");
-    }
+    return false;
+}
+
+static void add_cors_headers(struct ts_http_req *req)
+{
+    const char *origin = ts_http_header(req, "Origin");
+    if (!origin || !origin_allowed(req, origin))
+        return;
+    ts_http_add_header(req, "Access-Control-Allow-Origin", origin);
+    ts_http_add_header(req, "Access-Control-Allow-Credentials", "true");
+    ts_http_add_header(req, "Vary", "Origin");
+    ts_http_add_header(req, "Access-Control-Expose-Headers",
+                       "X-Total-Count, Link, X-Supabase-Api-Version, x-sb-error-code, "
+                       "X-Request-Id");
     if (ts_http_method(req) == TS_HTTP_OPTIONS) {
-        if (origin_ok) {
-            ts_http_add_header(req, "Access-Control-Allow-Methods",
-                               "GET, POST, PUT, PATCH, DELETE, OPTIONS");
-            ts_http_add_header(req, "Access-Control-Allow-Headers",
-                               "Accept, Authorization, Content-Type, X-Client-IP, X-Client-Info, "
-                               "X-JWT-AUD, x-use-cookie, X-Supabase-Api-Version, apikey, "
-                               "x-client-info");
-            ts_http_add_header(req, "Access-Control-Max-Age", "86400");
-        }
+        ts_http_add_header(req, "Access-Control-Allow-Methods",
+                           "GET, POST, PUT, PATCH, DELETE, OPTIONS");
+        ts_http_add_header(req, "Access-Control-Allow-Headers",
+                           "Accept, Authorization, Content-Type, X-Client-IP, X-Client-Info, "
+                           "X-JWT-AUD, x-use-cookie, X-Supabase-Api-Version, apikey, "
+                           "x-client-info");
+        ts_http_add_header(req, "Access-Control-Max-Age", "86400");
+    }
+}
+
+static bool before(struct ts_http_req *req)
+{
+    (void)api_req(req);
+    if (ts_http_method(req) == TS_HTTP_OPTIONS) {
         ts_http_respond(req, 204, NULL, "", 0);
         return true;
     }
@@ -607,8 +618,10 @@ static void after(struct ts_http_req *req)
 
 static void not_found(struct ts_http_req *req)
 {
-    if (!ts_http_method_allowed(req))
+    if (!ts_http_method_allowed(req)) {
+        ts_http_add_header(req, "Allow", ts_http_allowed_methods(req));
         api_error(req, ERR_METHOD_NOT_ALLOWED, NULL);
+    }
     else
         api_error(req, ERR_NOT_FOUND, NULL);
 }

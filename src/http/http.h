@@ -96,8 +96,10 @@ const char *ts_http_body(const struct ts_http_req *req, size_t *len);
 const char *ts_http_client_ip(struct ts_http_req *req);
 /* The request id (also sent as X-Request-Id). */
 const char *ts_http_request_id(const struct ts_http_req *req);
-/* True when the matched path exists but not with this method. */
+/* False when the path exists but not with this method. */
 bool ts_http_method_allowed(const struct ts_http_req *req);
+/* The methods the path takes, as an Allow header value ("GET, POST"); "" when none. */
+const char *ts_http_allowed_methods(struct ts_http_req *req);
 
 /* Per-request values the application keeps (e.g., the authenticated user id, for logs). */
 void ts_http_set_app_data(struct ts_http_req *req, void *data);

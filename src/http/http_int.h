@@ -58,11 +58,13 @@ struct ts_http_req {
     const char *path;
     int route_index;       /* into srv->routes, or -1 */
     bool method_allowed;
+    unsigned path_methods; /* methods of every route matching the path (for Allow) */
     int nparams;
     const char *param_names[TS_HTTP_MAX_PARAMS];
     const char *param_values[TS_HTTP_MAX_PARAMS];
     struct ts_buf body;
     bool too_big;
+    size_t discarded;      /* bytes of an oversized body read and dropped */
     bool dispatched;       /* the handler ran (or the 413 answer was chosen) */
     bool suspended;
     bool queued;           /* a response went to MHD */

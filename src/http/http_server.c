@@ -24,6 +24,10 @@
 
 #include "http_int.h"
 
+/* How much of an oversized chunked body is read and dropped, in multiples of max_body, so that
+ * the client gets its 413 instead of a reset connection. */
+#define DRAIN_FACTOR 4
+
 /* ---- routing ---- */
 
 static void compile_routes(struct ts_http_server *srv)
@@ -109,8 +113,10 @@ static void route(struct ts_http_req *req)
         }
         if (!ok)
             continue;
+        req->path_methods |= cr->route->methods;
         if (!(cr->route->methods & req->method)) {
-            req->route_index = (int)i; /* remember the path matched, for 405 */
+            if (req->route_index < 0)
+                req->route_index = (int)i; /* remember the path matched, for 405 */
             req->method_allowed = false;
             continue;
         }
@@ -240,13 +246,19 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (!req->too_big && ts_buf_append(&req->body, upload_data, *upload_data_size) != TS_OK)
-            req->too_big = true;
+        size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (!req->too_big && ts_buf_append(&req->body, upload_data, n) != TS_OK) {
+            req->too_big = true;
+            ts_buf_free(&req->body);
+        }
         if (req->too_big) {
-            req->dispatched = true;
-            srv->opt.too_large(req);
-            return queue(req);
+            /* A body without Content-Length grew too large. Answering in the middle of the
+             * upload makes the kernel reset the connection before the client reads the
+             * answer, so read and drop the rest (up to a bound) and answer 413 at the end. */
+            req->discarded += n;
+            if (req->discarded > DRAIN_FACTOR * srv->opt.max_body)
+                return MHD_NO; /* past the bound: close without an answer */
         }
         return MHD_YES;
     }
@@ -261,6 +273,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->dispatched)
         return MHD_YES;
     req->dispatched = true;
+    if (req->too_big) {
+        srv->opt.too_large(req);
+        return queue(req);
+    }
     dispatch(req);
     return after_handler(req);
 }
@@ -282,6 +298,39 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
             srv->opt.after(req);
     }
     req_free(req);
+}
+
+static int hexdigit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes the path and query arguments in place, except "%00": a NUL would cut the
+ * string short ("/admin/users/%00" would read as "/admin/users"), so it stays as typed and
+ * reaches the handlers as three ordinary characters. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    char *r = s, *w = s;
+    while (*r) {
+        int hi, lo;
+        if (r[0] == '%' && (hi = hexdigit(r[1])) >= 0 && (lo = hexdigit(r[2])) >= 0 &&
+            (hi | lo) != 0) {
+            *w++ = (char)(hi * 16 + lo);
+            r += 3;
+        } else {
+            *w++ = *r++;
+        }
+    }
+    *w = '\0';
+    return (size_t)(w - s);
 }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
@@ -366,7 +415,8 @@ enum ts_rc ts_http_start(const struct ts_http_options *opt, struct ts_http_serve
         MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout, MHD_OPTION_CONNECTION_LIMIT,
         opt->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_END);
+        srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_END);
     if (!srv->daemon) {
         *err = ts_xasprintf("cannot listen on %s (address in use or not allowed?)", opt->listen);
         free(srv->metrics);
@@ -488,6 +538,22 @@ const char *ts_http_request_id(const struct ts_http_req *req)
 bool ts_http_method_allowed(const struct ts_http_req *req)
 {
     return req->method_allowed;
+}
+
+const char *ts_http_allowed_methods(struct ts_http_req *req)
+{
+    static const char *names[] = {"GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD"};
+    char buf[64] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < TS_ARRAY_LEN(names); i++) {
+        if (!(req->path_methods & (1u << i)))
+            continue;
+        int n = snprintf(buf + len, sizeof(buf) - len, "%s%s", len ? ", " : "", names[i]);
+        if (n < 0 || (size_t)n >= sizeof(buf) - len)
+            break;
+        len += (size_t)n;
+    }
+    return ts_arena_strdup(&req->arena, buf);
 }
 
 void ts_http_set_app_data(struct ts_http_req *req, void *data)

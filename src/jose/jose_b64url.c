@@ -14,8 +14,7 @@
 
 #include "jose/jose.h"
 
-static const char alphabet[64] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+static const char alphabet[64] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /*
  * Maps a character to its 6-bit value, or to 0xff when it is not in the base64url
@@ -90,8 +89,7 @@ enum ts_rc ts_b64url_decode(const char *in, size_t n, uint8_t *out, size_t *out_
         return TS_E_PARSE;
 
     for (; n - i >= 4; i += 4) {
-        uint8_t a = values[s[i]], b = values[s[i + 1]], c = values[s[i + 2]],
-                d = values[s[i + 3]];
+        uint8_t a = values[s[i]], b = values[s[i + 1]], c = values[s[i + 2]], d = values[s[i + 3]];
         /* Any character outside the alphabet sets the high bits of the union. */
         if ((a | b | c | d) & 0xc0)
             return TS_E_PARSE;

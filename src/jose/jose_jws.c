@@ -92,8 +92,7 @@ static enum ts_rc ecdsa_der_to_raw(const uint8_t *der, size_t der_len, size_t n,
  * Converts a JWS ECDSA signature (r||s, n bytes each) into the DER form OpenSSL verifies.
  * *out_der is allocated by OpenSSL (OPENSSL_free).
  */
-static enum ts_rc ecdsa_raw_to_der(const uint8_t *raw, size_t n, uint8_t **out_der,
-                                   size_t *out_len)
+static enum ts_rc ecdsa_raw_to_der(const uint8_t *raw, size_t n, uint8_t **out_der, size_t *out_len)
 {
     BIGNUM *r = BN_bin2bn(raw, (int)n, NULL);
     BIGNUM *s = BN_bin2bn(raw + n, (int)n, NULL);

@@ -318,8 +318,8 @@ enum ts_rc ts_jose_key_private_pem(const struct ts_jose_key *key, char **out_pem
     if (!key->pkey || !key->has_private)
         goto out;
     rc = TS_E_CRYPTO;
-    ectx = OSSL_ENCODER_CTX_new_for_pkey(key->pkey, EVP_PKEY_KEYPAIR, "PEM", "PrivateKeyInfo",
-                                         NULL);
+    ectx =
+        OSSL_ENCODER_CTX_new_for_pkey(key->pkey, EVP_PKEY_KEYPAIR, "PEM", "PrivateKeyInfo", NULL);
     if (!ectx || OSSL_ENCODER_CTX_get_num_encoders(ectx) == 0)
         goto out;
     if (!OSSL_ENCODER_to_data(ectx, &data, &len))
@@ -557,8 +557,7 @@ static enum ts_rc ec_from_jwk(const json_t *jwk, const struct ts_jose_alg_info *
 
     rc = TS_E_CRYPTO;
     bld = OSSL_PARAM_BLD_new();
-    if (!bld ||
-        !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, info->group, 0) ||
+    if (!bld || !OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, info->group, 0) ||
         !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pub, 1 + 2 * n) ||
         (d && !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_PRIV_KEY, d)))
         goto out;
@@ -751,8 +750,8 @@ json_t *ts_jose_key_public_jwk(const struct ts_jose_key *key)
         json_object_set_new(jwk, "y", b);
         break;
     case TS_JOSE_FAMILY_ED:
-        if (EVP_PKEY_get_octet_string_param(key->pkey, OSSL_PKEY_PARAM_PUB_KEY, raw,
-                                            sizeof(raw), &raw_len) != 1 ||
+        if (EVP_PKEY_get_octet_string_param(key->pkey, OSSL_PKEY_PARAM_PUB_KEY, raw, sizeof(raw),
+                                            &raw_len) != 1 ||
             raw_len != info->len)
             goto fail;
         json_object_set_new(jwk, "kty", json_string("OKP"));

@@ -509,7 +509,17 @@ export function rawHttp(server, method, pathname, { headers = {}, body, chunks }
       (async () => {
         for (const c of chunks) {
           if (req.destroyed) return;
-          if (!req.write(c)) await new Promise((r) => req.once('drain', r).once('close', r));
+          if (!req.write(c)) {
+            await new Promise((r) => {
+              const done = () => {
+                req.off('drain', done);
+                req.off('close', done);
+                r();
+              };
+              req.on('drain', done);
+              req.on('close', done);
+            });
+          }
         }
         req.end();
       })().catch(() => {});

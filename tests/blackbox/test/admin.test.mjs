@@ -172,9 +172,11 @@ test('updateUserById changes user_metadata', async () => {
   const { data, error } = await admin.updateUserById(user.id, { user_metadata: { b: 2 } });
   assert.equal(error, null);
   assert.equal(data.user.user_metadata.b, 2);
+  assert.equal(data.user.user_metadata.a, 1, 'admin updates merge into user_metadata like PUT /user');
   const me = await getUserRaw(other, session.access_token);
   assert.equal(me.status, 200);
   assert.equal(me.body.user_metadata.b, 2);
+  assert.equal(me.body.user_metadata.a, 1);
 });
 
 test('ban_duration "24h" bans (sign-in user_banned, sessions cut), "none" unbans', async () => {
@@ -271,4 +273,32 @@ test('admin endpoints: user token or anon key → 403 not_admin; no token → 40
   const userAdmin = makeClient(other, { key: session.access_token }).admin;
   const r2 = await userAdmin.listUsers();
   assertAuthError(r2.error, 403, 'not_admin');
+});
+
+test('updateUserById can set a new password and app_metadata', async () => {
+  const admin = adminClient(other).admin;
+  const { user, email, password } = await newUser(other);
+  const { data, error } = await admin.updateUserById(user.id, {
+    password: 'admin-set-pass-7',
+    app_metadata: { tier: 'gold' },
+  });
+  assert.equal(error, null);
+  assert.equal(data.user.app_metadata.tier, 'gold');
+  assert.equal(data.user.app_metadata.provider, 'email', 'provider survives an app_metadata update');
+  const ok = await makeClient(other).signInWithPassword({ email, password: 'admin-set-pass-7' });
+  assert.equal(ok.error, null);
+  assert.equal(jwtPayload(ok.data.session.access_token).app_metadata.tier, 'gold');
+  const old = await makeClient(other).signInWithPassword({ email, password });
+  assertAuthError(old.error, 400, 'invalid_credentials');
+});
+
+test('admin routes with a malformed user id are 4xx, not 5xx', async () => {
+  for (const id of ['not-a-uuid', '123', '00000000-0000-0000-0000-00000000000g', 'a'.repeat(300)]) {
+    const res = await api(other, 'GET', `/admin/users/${id}`, { token: other.serviceKey });
+    assert.ok([400, 404].includes(res.status), `${id}: ${res.status} ${res.text}`);
+  }
+  for (const q of ['page=-1', 'page=abc&per_page=xyz', 'per_page=0', 'per_page=100000000', 'page=99999999999999999999']) {
+    const res = await api(other, 'GET', `/admin/users?${q}`, { token: other.serviceKey });
+    assert.ok(res.status === 200 || res.status === 400, `${q}: ${res.status} ${res.text}`);
+  }
 });

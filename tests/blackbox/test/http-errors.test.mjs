@@ -2,6 +2,7 @@
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { SignJWT } from 'jose';
+import { createHmac } from 'node:crypto';
 import {
   startServer,
   finish,
@@ -79,9 +80,18 @@ test('a JSON body that is not an object is a 400', async () => {
   }
 });
 
-test('body over 1 MiB → 413 (Content-Length and chunked)', async () => {
+/** rawHttp, but a connection closed without any response becomes {status: 'no response (<code>)'}. */
+async function rawOrClosed(...args) {
+  try {
+    return await rawHttp(...args);
+  } catch (e) {
+    return { status: `no response (${e.code ?? e.message})`, text: '' };
+  }
+}
+
+test('body over 1 MiB with Content-Length → 413 JSON', async () => {
   const big = `{"email":"big@example.com","password":"${'x'.repeat(1024 * 1024 + 100)}"}`;
-  const byLength = await rawHttp(server, 'POST', '/signup', {
+  const res = await rawOrClosed(server, 'POST', '/signup', {
     headers: {
       'Content-Type': 'application/json',
       'Content-Length': Buffer.byteLength(big),
@@ -89,19 +99,28 @@ test('body over 1 MiB → 413 (Content-Length and chunked)', async () => {
     },
     body: big,
   });
-  assert.equal(byLength.status, 413, byLength.text);
+  assert.equal(res.status, 413, res.text);
+  // The version header was sent, so the body is the 2024-01-01 shape like every other error.
+  assert.equal(typeof res.body?.code, 'string', `413 body shape: ${res.text}`);
+  assert.equal(typeof res.body?.message, 'string', `413 body shape: ${res.text}`);
+  const viaFetch = await api(server, 'POST', '/token?grant_type=password', {
+    rawBody: big,
+    headers: { 'Content-Type': 'application/json' },
+  });
+  assert.equal(viaFetch.status, 413, viaFetch.text);
+  assert.equal((await api(server, 'GET', '/health')).status, 200);
+});
 
+test('chunked body over 1 MiB → 413 (a response, not a dropped connection)', async () => {
   const chunk = 'x'.repeat(64 * 1024);
   const chunks = ['{"email":"big@example.com","password":"'];
-  for (let i = 0; i < 20; i++) chunks.push(chunk);
+  for (let i = 0; i < 17; i++) chunks.push(chunk);
   chunks.push('"}');
-  const chunked = await rawHttp(server, 'POST', '/signup', {
+  const res = await rawOrClosed(server, 'POST', '/signup', {
     headers: { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' },
     chunks,
   });
-  assert.equal(chunked.status, 413, chunked.text);
-
-  // The server is fine afterwards.
+  assert.equal(res.status, 413, res.text);
   assert.equal((await api(server, 'GET', '/health')).status, 200);
 });
 
@@ -115,21 +134,24 @@ test('a body just under 1 MiB is read (and refused on its merits, not its size)'
   assertApiError(res, 400, 'invalid_credentials');
 });
 
-test('non-JSON content type is a 4xx JSON error', async () => {
-  const form = await api(server, 'POST', '/token?grant_type=password', {
-    rawBody: `email=${encodeURIComponent(victim.email)}&password=${victim.password}`,
+test('non-JSON content types are a 400 JSON error', async () => {
+  for (const [ct, rawBody] of [
+    ['application/xml', '<signup><email>x@example.com</email></signup>'],
+    ['text/html', '<html></html>'],
+    ['multipart/form-data; boundary=zzz', '--zzz\r\nContent-Disposition: form-data; name="email"\r\n\r\nx@example.com\r\n--zzz--\r\n'],
+  ]) {
+    const res = await api(server, 'POST', '/signup', { rawBody, headers: { 'Content-Type': ct } });
+    assertApiError(res, 400, 'bad_json');
+  }
+  // Tessera also takes OAuth-style form bodies (application/x-www-form-urlencoded); a malformed
+  // one is still a clean 400.
+  const badForm = await api(server, 'POST', '/token?grant_type=password', {
+    rawBody: 'email=%zz&password=%',
     headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
   });
-  assert.ok([400, 415].includes(form.status), `form body: ${form.status} ${form.text}`);
-  assert.equal(typeof form.body?.code, 'string', form.text);
-  assert.equal(form.body.access_token, undefined);
-
-  const xml = await api(server, 'POST', '/signup', {
-    rawBody: '<signup><email>x@example.com</email></signup>',
-    headers: { 'Content-Type': 'application/xml' },
-  });
-  assert.ok([400, 415].includes(xml.status), `xml body: ${xml.status} ${xml.text}`);
-  assert.equal(typeof xml.body?.code, 'string', xml.text);
+  assert.equal(badForm.status, 400, badForm.text);
+  assert.equal(typeof badForm.body?.code, 'string', badForm.text);
+  assert.equal(badForm.body.access_token, undefined);
 });
 
 // ---- Tokens ----
@@ -183,6 +205,37 @@ test('foreign issuer or audience → 403', async () => {
   assert.equal((await getUserRaw(server, aud)).status, 403);
 });
 
+/** HS256 by hand, for headers jose refuses to produce. */
+function signRaw(header, claims, secret = SECRET) {
+  const input = `${b64(header)}.${b64(claims)}`;
+  return `${input}.${createHmac('sha256', secret).update(input).digest('base64url')}`;
+}
+
+test('not-yet-valid (nbf in the future) token → 403 bad_jwt', async () => {
+  const claims = jwtPayload(victim.session.access_token);
+  const now = Math.floor(Date.now() / 1000);
+  const t = await sign({ ...claims, nbf: now + 3600 });
+  assertApiError(await getUserRaw(server, t), 403, 'bad_jwt');
+});
+
+test('a token with an unknown critical header → 403 bad_jwt', async () => {
+  const claims = jwtPayload(victim.session.access_token);
+  // Control: the hand signer produces tokens the server accepts.
+  assert.equal((await getUserRaw(server, signRaw({ alg: 'HS256', typ: 'JWT' }, claims))).status, 200);
+  const t = signRaw({ alg: 'HS256', typ: 'JWT', crit: ['x-unknown'], 'x-unknown': true }, claims);
+  assertApiError(await getUserRaw(server, t), 403, 'bad_jwt');
+});
+
+test('a token without exp → 403 bad_jwt', async () => {
+  const { exp, ...claims } = jwtPayload(victim.session.access_token);
+  void exp;
+  assertApiError(await getUserRaw(server, await sign(claims)), 403, 'bad_jwt');
+});
+
+test('a refresh token is not a bearer token', async () => {
+  assertApiError(await getUserRaw(server, victim.session.refresh_token), 403, 'bad_jwt');
+});
+
 test('garbage bearer tokens → 403 bad_jwt', async () => {
   for (const t of ['abc', 'a.b.c', 'eyJhbGciOiJIUzI1NiJ9..', '...', `${'A'.repeat(5000)}.x.y`]) {
     assertApiError(await getUserRaw(server, t), 403, 'bad_jwt');
@@ -226,16 +279,35 @@ test('unknown route → 404 JSON', async () => {
   for (const path of ['/nope', '/auth/v1/nope', '/admin/nothing-here', '/user/extra']) {
     const res = await api(server, 'GET', path);
     assert.equal(res.status, 404, `${path}: ${res.status} ${res.text}`);
-    assert.ok(res.body && typeof res.body === 'object', `${path}: 404 body is not JSON: ${res.text}`);
+    assertApiError(res, 404);
+    assert.equal(typeof res.body.code, 'string', res.text);
     assert.match(res.headers.get('content-type') ?? '', /application\/json/);
   }
 });
 
+test('a percent-encoded NUL in the path does not truncate the route', async () => {
+  for (const path of ['/health%00xyz', '/admin/users/%00', '/settings%00/../nope']) {
+    const res = await api(server, 'GET', path, { token: server.serviceKey });
+    assert.ok([400, 404].includes(res.status), `${path}: ${res.status} ${res.text.slice(0, 120)}`);
+  }
+});
+
 test('wrong method → 405 JSON', async () => {
-  for (const [method, path] of [['GET', '/token'], ['DELETE', '/signup'], ['PATCH', '/user'], ['GET', '/logout']]) {
+  for (const [method, path, allowed] of [
+    ['GET', '/token', 'POST'],
+    ['DELETE', '/signup', 'POST'],
+    ['PATCH', '/user', 'PUT'],
+    ['GET', '/logout', 'POST'],
+    ['POST', '/health', 'GET'],
+    ['PUT', '/admin/users', 'GET'],
+  ]) {
     const res = await api(server, method, path);
     assert.equal(res.status, 405, `${method} ${path}: ${res.status} ${res.text}`);
-    assert.ok(res.body && typeof res.body === 'object', `405 body is not JSON: ${res.text}`);
+    assertApiError(res, 405);
+    assert.equal(typeof res.body.code, 'string', res.text);
+    // RFC 9110 §15.5.6: a 405 MUST carry an Allow header listing the supported methods.
+    const allow = (res.headers.get('allow') ?? '').toUpperCase();
+    assert.ok(allow.split(/\s*,\s*/).includes(allowed), `${method} ${path}: Allow header "${allow}" lacks ${allowed}`);
   }
 });
 

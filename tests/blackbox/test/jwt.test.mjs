@@ -133,6 +133,25 @@ test('ES256: an HS256 token keyed with the public key is refused (no alg confusi
   }
 });
 
+test('ES256: an unknown kid, a missing kid or a re-used kid with another key → 403 bad_jwt', async () => {
+  const { session } = await newUser(es);
+  const claims = jwtPayload(session.access_token);
+  const { privateKey } = await generateKeyPair('ES256');
+  const unknown = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256', kid: 'no-such-kid' }).sign(privateKey);
+  assertApiError(await getUserRaw(es, unknown), 403, 'bad_jwt');
+  const nokid = await new SignJWT(claims).setProtectedHeader({ alg: 'ES256' }).sign(privateKey);
+  assertApiError(await getUserRaw(es, nokid), 403, 'bad_jwt');
+  // The server's own signature with the header swapped to another alg.
+  const [h, p, sig] = session.access_token.split('.');
+  const hdr = JSON.parse(Buffer.from(h, 'base64url').toString());
+  for (const alg of ['ES384', 'RS256', 'HS256', 'none']) {
+    const swapped = `${Buffer.from(JSON.stringify({ ...hdr, alg })).toString('base64url')}.${p}.${sig}`;
+    assertApiError(await getUserRaw(es, swapped), 403, 'bad_jwt');
+  }
+  // Sanity: the untouched token works.
+  assert.equal((await getUserRaw(es, session.access_token)).status, 200);
+});
+
 test('HS256: jwks is {"keys":[]} and tokens verify with the secret', async () => {
   const res = await api(hs, 'GET', '/.well-known/jwks.json');
   assert.equal(res.status, 200, res.text);

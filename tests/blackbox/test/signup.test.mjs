@@ -18,12 +18,12 @@ import {
 } from '../lib/server.mjs';
 
 let confirmOn; // MAILER_AUTOCONFIRM=true, JWT_EXP=600
-let confirmOff; // MAILER_AUTOCONFIRM=false
+let confirmOff; // MAILER_AUTOCONFIRM=false, PASSWORD_MIN_LENGTH=10
 let noSignup; // DISABLE_SIGNUP=true
 
 before(async () => {
   confirmOn = await startServer({ MAILER_AUTOCONFIRM: 'true', JWT_EXP: '600' });
-  confirmOff = await startServer({ MAILER_AUTOCONFIRM: 'false' });
+  confirmOff = await startServer({ MAILER_AUTOCONFIRM: 'false', PASSWORD_MIN_LENGTH: '10' });
   noSignup = await startServer({ DISABLE_SIGNUP: 'true' });
 });
 
@@ -266,4 +266,39 @@ test('password grant edge cases are 400, not 5xx', async () => {
   assert.equal(noPassword.status, 400, noPassword.text);
   const empty = await passwordRaw(confirmOn, '', '');
   assert.equal(empty.status, 400, empty.text);
+});
+
+test('PASSWORD_MIN_LENGTH raises the floor', async () => {
+  const nine = await makeClient(confirmOff).signUp({ email: uniqueEmail('min10'), password: '123456789' });
+  assert.ok(isAuthWeakPasswordError(nine.error), `expected AuthWeakPasswordError, got ${nine.error?.name}`);
+  assert.deepEqual(nine.error.reasons, ['length']);
+  const ten = await makeClient(confirmOff).signUp({ email: uniqueEmail('min10'), password: '1234567890' });
+  assert.equal(ten.error, null);
+});
+
+test('emails are case-insensitive: duplicate detection and sign-in', async () => {
+  const local = `Case-${Date.now()}`;
+  const mixed = `${local}@Example.COM`;
+  const lower = mixed.toLowerCase();
+  const su = await makeClient(confirmOn).signUp({ email: mixed, password: 'correct-horse-1' });
+  assert.equal(su.error, null);
+  assert.equal(su.data.user.email, lower, 'stored lower-cased, like GoTrue');
+  const dup = await makeClient(confirmOn).signUp({ email: lower, password: 'correct-horse-1' });
+  assertAuthError(dup.error, 422, 'user_already_exists');
+  const si = await makeClient(confirmOn).signInWithPassword({ email: lower.toUpperCase(), password: 'correct-horse-1' });
+  assert.equal(si.error, null);
+  assert.equal(si.data.user.id, su.data.user.id);
+});
+
+test('ten concurrent signups of one email: exactly one wins, the rest are user_already_exists', async () => {
+  const email = uniqueEmail('race');
+  const results = await Promise.all(
+    Array.from({ length: 10 }, () =>
+      api(confirmOn, 'POST', '/signup', { body: { email, password: 'correct-horse-1' } })),
+  );
+  const statuses = results.map((r) => r.status).sort();
+  assert.deepEqual(statuses, [200, ...Array(9).fill(422)], results.map((r) => r.text).join('\n'));
+  for (const r of results.filter((x) => x.status === 422)) assert.equal(r.body.code, 'user_already_exists');
+  const list = await api(confirmOn, 'GET', '/admin/users?per_page=1000', { token: confirmOn.serviceKey });
+  assert.equal(list.body.users.filter((u) => u.email === email).length, 1);
 });

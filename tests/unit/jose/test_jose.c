@@ -204,8 +204,8 @@ static enum ts_rc jwk_text(const char *text, enum ts_jose_alg def, bool allow_oc
 }
 
 /* Imports jwk after setting (or, with a NULL value, deleting) one member of a copy. */
-static enum ts_rc jwk_with(const json_t *jwk, const char *name, json_t *value,
-                           enum ts_jose_alg def, struct ts_jose_key **out)
+static enum ts_rc jwk_with(const json_t *jwk, const char *name, json_t *value, enum ts_jose_alg def,
+                           struct ts_jose_key **out)
 {
     json_t *copy = json_deep_copy(jwk);
     if (value)
@@ -379,8 +379,8 @@ static void test_alg_names(void **state)
     }
     assert_string_equal(ts_jose_alg_name(TS_JOSE_ALG_EDDSA), "EdDSA");
     assert_string_equal(ts_jose_alg_name(TS_JOSE_ALG_PS384), "PS384");
-    static const char *const bad[] = {"none", "None", "NONE", "", "hs256", "HS256 ", "ES256K",
-                                      "Ed25519", "EDDSA", "unknown", "RSA-OAEP"};
+    static const char *const bad[] = {"none",   "None",    "NONE",  "",        "hs256",   "HS256 ",
+                                      "ES256K", "Ed25519", "EDDSA", "unknown", "RSA-OAEP"};
     for (size_t i = 0; i < TS_ARRAY_LEN(bad); i++)
         assert_int_equal(ts_jose_alg_from_name(bad[i]), TS_JOSE_ALG_UNKNOWN);
     assert_int_equal(ts_jose_alg_from_name(NULL), TS_JOSE_ALG_UNKNOWN);
@@ -430,13 +430,12 @@ static void test_rfc7515_a1_hs256(void **state)
     json_t *claims = NULL, *header = NULL;
 
     /* An "oct" JWK is a secret: refused unless the caller allows it. */
-    assert_int_equal(ts_jose_key_from_jwk(json_object_get(a1, "jwk"), TS_JOSE_ALG_HS256, false,
-                                          &key),
-                     TS_E_INVALID);
+    assert_int_equal(
+        ts_jose_key_from_jwk(json_object_get(a1, "jwk"), TS_JOSE_ALG_HS256, false, &key),
+        TS_E_INVALID);
     assert_null(key);
-    assert_int_equal(ts_jose_key_from_jwk(json_object_get(a1, "jwk"), TS_JOSE_ALG_HS256, true,
-                                          &key),
-                     TS_OK);
+    assert_int_equal(
+        ts_jose_key_from_jwk(json_object_get(a1, "jwk"), TS_JOSE_ALG_HS256, true, &key), TS_OK);
     assert_int_equal(ts_jose_key_alg(key), TS_JOSE_ALG_HS256);
     assert_null(ts_jose_key_kid(key));
     assert_true(ts_jose_key_has_private(key));
@@ -524,9 +523,8 @@ static void test_rfc7515_a4_es512(void **state)
     const char *token = str_of(a4, "token");
     struct ts_jose_key *key = NULL;
 
-    assert_int_equal(ts_jose_key_from_jwk(json_object_get(a4, "jwk"), TS_JOSE_ALG_ES512, false,
-                                          &key),
-                     TS_OK);
+    assert_int_equal(
+        ts_jose_key_from_jwk(json_object_get(a4, "jwk"), TS_JOSE_ALG_ES512, false, &key), TS_OK);
     /* A 66-byte r and s (P-521) verify... */
     assert_raw_verifies(key, token);
     /* ...but the payload "Payload" is no JSON object, so it is no JWT we accept. */
@@ -588,8 +586,7 @@ static void test_roundtrip_every_alg(void **state)
 
         assert_int_equal(ts_jws_sign(key, payload, strlen(payload), &token), TS_OK);
         struct keyring kr = {.keys = {key}, .n = 1, .match_alg = true};
-        assert_int_equal(ts_jws_verify(token, strlen(token), lookup, &kr, &claims, &header),
-                         TS_OK);
+        assert_int_equal(ts_jws_verify(token, strlen(token), lookup, &kr, &claims, &header), TS_OK);
         json_t *want = json_loads(payload, 0, NULL);
         assert_true(json_equal(claims, want));
         json_decref(want);
@@ -826,14 +823,14 @@ static void test_reject_bad_base64url(void **state)
     static const char h[] = "eyJhbGciOiJIUzI1NiJ9"; /* {"alg":"HS256"} */
     /* Payload parts, each validly signed below, so only the encoding is at fault. */
     static const char *const bad_payloads[] = {
-        "eyJhIjoxfQ==",         /* padding */
-        "eyJhIjoxfQ=",          /* partial padding */
-        "eyJzIjoiPz4_Pj8+In0",  /* '+' for '-' */
-        "eyJzIjoiPz4/Pj8-In0",  /* '/' for '_' */
-        "eyJhIjoxfR",           /* non-zero trailing bits (canonical: eyJhIjoxfQ) */
-        "eyJhIjoxfQAAA",        /* length 1 mod 4 */
-        "eyJh Ijoxf",           /* whitespace */
-        "eyJhIjoxfQ\n",         /* trailing newline */
+        "eyJhIjoxfQ==",        /* padding */
+        "eyJhIjoxfQ=",         /* partial padding */
+        "eyJzIjoiPz4_Pj8+In0", /* '+' for '-' */
+        "eyJzIjoiPz4/Pj8-In0", /* '/' for '_' */
+        "eyJhIjoxfR",          /* non-zero trailing bits (canonical: eyJhIjoxfQ) */
+        "eyJhIjoxfQAAA",       /* length 1 mod 4 */
+        "eyJh Ijoxf",          /* whitespace */
+        "eyJhIjoxfQ\n",        /* trailing newline */
     };
     static const char *const bad_headers[] = {
         "eyJhbGciOiJIUzI1NiJ9==", "eyJhbGciOiJIUzI1NiJ9A", " eyJhbGciOiJIUzI1NiJ9",
@@ -947,8 +944,9 @@ static void test_reject_payload_not_object(void **state)
     (void)state;
     const struct ts_jose_key *hs = fx[TS_JOSE_ALG_HS256];
     static const char *const payloads[] = {
-        "[1,2]",      "\"sub\"", "42",  "null",          "true", "", " ",   "{\"a\":1} x",
-        "{\"a\":1}{}", "abc",    "{\"", "{\"a\":\"\\u0000\"}", "{\"a\":1,}",
+        "[1,2]",      "\"sub\"",     "42",          "null", "true", "",
+        " ",          "{\"a\":1} x", "{\"a\":1}{}", "abc",  "{\"",  "{\"a\":\"\\u0000\"}",
+        "{\"a\":1,}",
     };
     for (size_t i = 0; i < TS_ARRAY_LEN(payloads); i++) {
         char *t = sign_json(hs, "{\"alg\":\"HS256\"}", payloads[i]);
@@ -989,8 +987,8 @@ static void test_reject_header_problems(void **state)
         free(t);
     }
     /* Unknown header members that need no understanding are fine (RFC 7515 §4). */
-    char *t = sign_json(hs, "{\"alg\":\"HS256\",\"x-custom\":{\"a\":[1]},\"jku\":\"https://x\"}",
-                        "{}");
+    char *t =
+        sign_json(hs, "{\"alg\":\"HS256\",\"x-custom\":{\"a\":[1]},\"jku\":\"https://x\"}", "{}");
     assert_int_equal(verify_one(t, hs), TS_OK);
     free(t);
 }
@@ -1034,9 +1032,8 @@ static uint8_t *raw_to_der(const uint8_t *raw, size_t n, size_t *out_len)
     unsigned char *der = NULL;
 
     assert_non_null(sig);
-    assert_int_equal(ECDSA_SIG_set0(sig, BN_bin2bn(raw, (int)n, NULL),
-                                    BN_bin2bn(raw + n, (int)n, NULL)),
-                     1);
+    assert_int_equal(
+        ECDSA_SIG_set0(sig, BN_bin2bn(raw, (int)n, NULL), BN_bin2bn(raw + n, (int)n, NULL)), 1);
     int len = i2d_ECDSA_SIG(sig, &der);
     assert_true(len > 0);
     ECDSA_SIG_free(sig);
@@ -1164,9 +1161,8 @@ static void test_reject_signature_lengths(void **state)
 {
     (void)state;
     /* HMAC: a truncated MAC (even its first half, the "right" bytes) or a longer one. */
-    static const enum ts_jose_alg algs[] = {TS_JOSE_ALG_HS256, TS_JOSE_ALG_HS512,
-                                            TS_JOSE_ALG_RS256, TS_JOSE_ALG_PS256,
-                                            TS_JOSE_ALG_EDDSA};
+    static const enum ts_jose_alg algs[] = {TS_JOSE_ALG_HS256, TS_JOSE_ALG_HS512, TS_JOSE_ALG_RS256,
+                                            TS_JOSE_ALG_PS256, TS_JOSE_ALG_EDDSA};
     for (size_t i = 0; i < TS_ARRAY_LEN(algs); i++) {
         const struct ts_jose_key *key = fx[algs[i]];
         char *header = ts_xasprintf("{\"alg\":\"%s\"}", ts_jose_alg_name(algs[i]));
@@ -1198,6 +1194,45 @@ static void test_reject_signature_lengths(void **state)
         free(good);
         free(header);
     }
+}
+
+static void test_rsa_signature_rules(void **state)
+{
+    (void)state;
+    json_t *v = load_vectors("rfc7515.json"), *d = load_vectors("derived.json");
+    const json_t *jwk = json_object_get(json_object_get(v, "A.2"), "jwk");
+    json_t *pub_jwk = json_pack("{s:s, s:O, s:O}", "kty", "RSA", "n", json_object_get(jwk, "n"),
+                                "e", json_object_get(jwk, "e"));
+    static const struct {
+        const char *name;
+        enum ts_jose_alg alg;
+    } cases[] = {{"rs256_leading_zero", TS_JOSE_ALG_RS256},
+                 {"ps256_leading_zero", TS_JOSE_ALG_PS256}};
+
+    for (size_t i = 0; i < TS_ARRAY_LEN(cases); i++) {
+        const json_t *c = json_object_get(d, cases[i].name);
+        struct ts_jose_key *pub = NULL;
+        assert_int_equal(ts_jose_key_from_jwk(pub_jwk, cases[i].alg, false, &pub), TS_OK);
+        /* A signature that starts with a zero octet verifies at its full 256 octets... */
+        assert_int_equal(verify_one(str_of(c, "token"), pub), TS_OK);
+        /* ...and the same integer in 255 octets, a second spelling, is refused. */
+        assert_int_equal(verify_one(str_of(c, "token_stripped"), pub), TS_E_BAD_TOKEN);
+        ts_jose_key_free(pub);
+    }
+
+    /* RFC 7518 §3.5: PS256 means MGF1 over SHA-256 and a 32-octet salt, nothing else. */
+    const json_t *pss = json_object_get(d, "ps256_parameters");
+    struct ts_jose_key *pub = NULL;
+    assert_int_equal(ts_jose_key_from_jwk(pub_jwk, TS_JOSE_ALG_PS256, false, &pub), TS_OK);
+    assert_int_equal(verify_one(str_of(pss, "good"), pub), TS_OK);
+    assert_int_equal(verify_one(str_of(pss, "salt_max"), pub), TS_E_BAD_TOKEN);
+    assert_int_equal(verify_one(str_of(pss, "salt_0"), pub), TS_E_BAD_TOKEN);
+    assert_int_equal(verify_one(str_of(pss, "mgf1_sha1"), pub), TS_E_BAD_TOKEN);
+    ts_jose_key_free(pub);
+
+    json_decref(pub_jwk);
+    json_decref(d);
+    json_decref(v);
 }
 
 /* Builds an HS256 token of exactly want bytes, padding the header and payload. */
@@ -1388,9 +1423,16 @@ static void test_claims_types(void **state)
     (void)state;
     struct ts_jwt_rules r = {.now = NOW};
     static const char *const bad[] = {
-        "{\"exp\":\"99999999999\"}", "{\"exp\":true}", "{\"exp\":null}", "{\"exp\":[1]}",
-        "{\"nbf\":\"0\"}",          "{\"nbf\":false}", "{\"iat\":{}}",  "{\"iat\":\"now\"}",
-        "{\"sub\":5}",              "{\"sub\":null}",
+        "{\"exp\":\"99999999999\"}",
+        "{\"exp\":true}",
+        "{\"exp\":null}",
+        "{\"exp\":[1]}",
+        "{\"nbf\":\"0\"}",
+        "{\"nbf\":false}",
+        "{\"iat\":{}}",
+        "{\"iat\":\"now\"}",
+        "{\"sub\":5}",
+        "{\"sub\":null}",
     };
     for (size_t i = 0; i < TS_ARRAY_LEN(bad); i++)
         assert_int_equal(check(bad[i], &r), TS_E_BAD_TOKEN);
@@ -1535,9 +1577,9 @@ static void test_jwk_kty_alg_mismatch(void **state)
     const json_t *okp = json_object_get(json_object_get(v8, "A.2"), "jwk");
     struct ts_jose_key *key = NULL;
 
-    static const enum ts_jose_alg not_ec256[] = {
-        TS_JOSE_ALG_HS256, TS_JOSE_ALG_RS256, TS_JOSE_ALG_PS256,
-        TS_JOSE_ALG_ES384, TS_JOSE_ALG_ES512, TS_JOSE_ALG_EDDSA};
+    static const enum ts_jose_alg not_ec256[] = {TS_JOSE_ALG_HS256, TS_JOSE_ALG_RS256,
+                                                 TS_JOSE_ALG_PS256, TS_JOSE_ALG_ES384,
+                                                 TS_JOSE_ALG_ES512, TS_JOSE_ALG_EDDSA};
     for (size_t i = 0; i < TS_ARRAY_LEN(not_ec256); i++) {
         assert_int_equal(ts_jose_key_from_jwk(ec, not_ec256[i], true, &key), TS_E_INVALID);
         assert_int_equal(jwk_with(ec, "alg", json_string(ts_jose_alg_name(not_ec256[i])),
@@ -1555,8 +1597,7 @@ static void test_jwk_kty_alg_mismatch(void **state)
     for (size_t i = 0; i < TS_ARRAY_LEN(names); i++)
         assert_int_equal(jwk_with(ec, "alg", json_string(names[i]), TS_JOSE_ALG_ES256, &key),
                          TS_E_INVALID);
-    assert_int_equal(jwk_with(ec, "alg", json_integer(7), TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(jwk_with(ec, "alg", json_integer(7), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     assert_null(key);
 
     /* An RSA key fits PS* as well as RS*. */
@@ -1582,24 +1623,23 @@ static void test_jwk_use_and_key_ops(void **state)
                      TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "use", json_string("SIG"), TS_JOSE_ALG_ES256, &key),
                      TS_E_INVALID);
-    assert_int_equal(jwk_with(ec, "use", json_integer(1), TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(jwk_with(ec, "use", json_integer(1), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "key_ops", json_pack("[s]", "encrypt"), TS_JOSE_ALG_ES256, &key),
                      TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "key_ops", json_pack("[]"), TS_JOSE_ALG_ES256, &key),
                      TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "key_ops", json_string("verify"), TS_JOSE_ALG_ES256, &key),
                      TS_E_INVALID);
-    assert_int_equal(jwk_with(ec, "key_ops", json_pack("[s,i]", "verify", 1), TS_JOSE_ALG_ES256,
-                              &key),
-                     TS_E_INVALID);
+    assert_int_equal(
+        jwk_with(ec, "key_ops", json_pack("[s,i]", "verify", 1), TS_JOSE_ALG_ES256, &key),
+        TS_E_INVALID);
     assert_null(key);
 
     assert_int_equal(jwk_with(ec, "use", json_string("sig"), TS_JOSE_ALG_ES256, &key), TS_OK);
     ts_jose_key_free(key);
-    assert_int_equal(jwk_with(ec, "key_ops", json_pack("[s,s]", "sign", "verify"),
-                              TS_JOSE_ALG_ES256, &key),
-                     TS_OK);
+    assert_int_equal(
+        jwk_with(ec, "key_ops", json_pack("[s,s]", "sign", "verify"), TS_JOSE_ALG_ES256, &key),
+        TS_OK);
     ts_jose_key_free(key);
     json_decref(v);
     json_decref(v7517);
@@ -1623,8 +1663,7 @@ static void test_jwk_bad_members(void **state)
     /* kty missing, of the wrong type, unknown, or of the wrong case. */
     assert_int_equal(jwk_with(ec, "kty", NULL, TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "kty", json_integer(2), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
-    assert_int_equal(jwk_with(ec, "kty", json_string("ec"), TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(jwk_with(ec, "kty", json_string("ec"), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "kid", json_integer(2), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
 
     /* EC: missing or wrong crv, missing y, short x, padded x, x not a string. */
@@ -1635,12 +1674,10 @@ static void test_jwk_bad_members(void **state)
                      TS_E_INVALID);
     assert_int_equal(jwk_with(ec, "y", NULL, TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     char *shortx = ts_xstrndup(x, strlen(x) - 2); /* 41 characters: 30 bytes and a bit */
-    assert_int_equal(jwk_with(ec, "x", json_string(shortx), TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(jwk_with(ec, "x", json_string(shortx), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     free(shortx);
     char *padded = ts_xasprintf("%s=", x);
-    assert_int_equal(jwk_with(ec, "x", json_string(padded), TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(jwk_with(ec, "x", json_string(padded), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     free(padded);
     assert_int_equal(jwk_with(ec, "x", json_integer(1), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     /* A point off the curve (x with one bit changed): the invalid-curve attack. */
@@ -1650,8 +1687,7 @@ static void test_jwk_bad_members(void **state)
     char *offx = b64(xb, n);
     json_t *pub = json_deep_copy(ec);
     json_object_del(pub, "d");
-    assert_int_equal(jwk_with(pub, "x", json_string(offx), TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(jwk_with(pub, "x", json_string(offx), TS_JOSE_ALG_ES256, &key), TS_E_INVALID);
     json_decref(pub);
     free(offx);
     free(xb);
@@ -1705,16 +1741,16 @@ static void test_jwk_mismatched_private(void **state)
     struct ts_jose_key *key = NULL;
 
     /* A "d" that belongs to another public key is refused (pairwise check). */
-    assert_int_equal(jwk_with(ec, "d", json_copy(json_object_get(other_ec, "d")),
-                              TS_JOSE_ALG_ES256, &key),
-                     TS_E_INVALID);
-    assert_int_equal(jwk_with(rsa, "n", json_copy(json_object_get(other_rsa, "n")),
-                              TS_JOSE_ALG_RS256, &key),
-                     TS_E_INVALID);
+    assert_int_equal(
+        jwk_with(ec, "d", json_copy(json_object_get(other_ec, "d")), TS_JOSE_ALG_ES256, &key),
+        TS_E_INVALID);
+    assert_int_equal(
+        jwk_with(rsa, "n", json_copy(json_object_get(other_rsa, "n")), TS_JOSE_ALG_RS256, &key),
+        TS_E_INVALID);
     json_t *jwk = ts_jose_key_public_jwk(fx[TS_JOSE_ALG_EDDSA]);
-    assert_int_equal(jwk_with(okp, "x", json_copy(json_object_get(jwk, "x")), TS_JOSE_ALG_EDDSA,
-                              &key),
-                     TS_E_INVALID);
+    assert_int_equal(
+        jwk_with(okp, "x", json_copy(json_object_get(jwk, "x")), TS_JOSE_ALG_EDDSA, &key),
+        TS_E_INVALID);
     json_decref(jwk);
     assert_null(key);
 
@@ -1786,8 +1822,7 @@ static void test_hmac_key_length(void **state)
         key = NULL;
     }
     assert_int_equal(ts_jose_key_new_hmac(TS_JOSE_ALG_HS256, NULL, 32, NULL, &key), TS_E_INVALID);
-    assert_int_equal(ts_jose_key_new_hmac(TS_JOSE_ALG_RS256, secret, 64, NULL, &key),
-                     TS_E_INVALID);
+    assert_int_equal(ts_jose_key_new_hmac(TS_JOSE_ALG_RS256, secret, 64, NULL, &key), TS_E_INVALID);
     assert_int_equal(ts_jose_key_new_hmac(TS_JOSE_ALG_UNKNOWN, secret, 64, NULL, &key),
                      TS_E_INVALID);
     assert_null(key);
@@ -1803,10 +1838,9 @@ static void test_key_from_pem_refusals(void **state)
 
     assert_int_equal(ts_jose_key_private_pem(fx[TS_JOSE_ALG_ES256], &pem), TS_OK);
     size_t len = strlen(pem);
-    static const enum ts_jose_alg wrong[] = {TS_JOSE_ALG_UNKNOWN, TS_JOSE_ALG_HS256,
-                                             TS_JOSE_ALG_RS256,   TS_JOSE_ALG_PS256,
-                                             TS_JOSE_ALG_ES384,   TS_JOSE_ALG_ES512,
-                                             TS_JOSE_ALG_EDDSA};
+    static const enum ts_jose_alg wrong[] = {
+        TS_JOSE_ALG_UNKNOWN, TS_JOSE_ALG_HS256, TS_JOSE_ALG_RS256, TS_JOSE_ALG_PS256,
+        TS_JOSE_ALG_ES384,   TS_JOSE_ALG_ES512, TS_JOSE_ALG_EDDSA};
     for (size_t i = 0; i < TS_ARRAY_LEN(wrong); i++)
         assert_int_equal(ts_jose_key_from_pem(pem, len, wrong[i], NULL, &key), TS_E_INVALID);
     /* Truncated in the middle of its base64. */
@@ -1826,8 +1860,7 @@ static void test_key_from_pem_refusals(void **state)
     assert_int_equal(ts_jose_key_from_pem(garbage, strlen(garbage), TS_JOSE_ALG_ES256, NULL, &key),
                      TS_E_INVALID);
     assert_int_equal(ts_jose_key_from_pem("", 0, TS_JOSE_ALG_ES256, NULL, &key), TS_E_INVALID);
-    assert_int_equal(ts_jose_key_from_pem("hello", 5, TS_JOSE_ALG_ES256, NULL, &key),
-                     TS_E_INVALID);
+    assert_int_equal(ts_jose_key_from_pem("hello", 5, TS_JOSE_ALG_ES256, NULL, &key), TS_E_INVALID);
     /* Only PKCS#8 and SPKI labels: legacy and encrypted blocks are not tried. */
     static const char legacy[] = "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE "
                                  "KEY-----\n";
@@ -1881,10 +1914,10 @@ struct worker {
 static void *worker_main(void *arg)
 {
     struct worker *w = arg;
-    struct keyring kr = {.keys = {fx[TS_JOSE_ALG_HS256], fx[TS_JOSE_ALG_ES256],
-                                  fx[TS_JOSE_ALG_EDDSA]},
-                         .n = 3,
-                         .match_alg = true};
+    struct keyring kr = {
+        .keys = {fx[TS_JOSE_ALG_HS256], fx[TS_JOSE_ALG_ES256], fx[TS_JOSE_ALG_EDDSA]},
+        .n = 3,
+        .match_alg = true};
 
     for (int r = 0; r < ROUNDS; r++) {
         for (size_t i = 0; i < 3; i++) {
@@ -1964,6 +1997,7 @@ int main(void)
         cmocka_unit_test(test_reject_ecdsa_shapes),
         cmocka_unit_test(test_reject_tampered),
         cmocka_unit_test(test_reject_signature_lengths),
+        cmocka_unit_test(test_rsa_signature_rules),
         cmocka_unit_test(test_token_size_cap),
         cmocka_unit_test(test_claims_valid),
         cmocka_unit_test(test_claims_expired),
