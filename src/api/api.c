@@ -319,18 +319,53 @@ void api_merge_metadata(json_t *target, json_t *patch)
     }
 }
 
-static void set_time(json_t *o, const char *key, int64_t us)
+/*
+ * The User object is written straight as text rather than built as a jansson tree and
+ * dumped: GET /user and every session answer serialise one, and the tree cost more than the
+ * rest of the request together (bench/RESULTS.md). Strings go through the JSON escaper;
+ * metadata objects are dumped by jansson.
+ */
+
+/* Appends ,"key":"value" with value escaped. */
+static enum ts_rc put_str(struct ts_buf *b, const char *key, const char *value)
+{
+    enum ts_rc rc = ts_buf_appendf(b, ",\"%s\":\"", key);
+    if (!rc)
+        rc = ts_buf_append_json_escaped(b, value);
+    if (!rc)
+        rc = ts_buf_append(b, "\"", 1);
+    return rc;
+}
+
+/* Appends ,"key":"<RFC 3339 time>" unless us is 0 (GoTrue omits empty times). */
+static enum ts_rc put_time(struct ts_buf *b, const char *key, int64_t us)
 {
     if (!us)
-        return;
+        return TS_OK;
     char t[TS_TIME_STR_LEN];
     ts_time_format(us, t);
-    json_object_set_new(o, key, json_string(t));
+    return ts_buf_appendf(b, ",\"%s\":\"%s\"", key, t);
+}
+
+/* Appends ,"key":<compact JSON of j>. */
+static enum ts_rc put_json(struct ts_buf *b, const char *key, const json_t *j)
+{
+    enum ts_rc rc = ts_buf_appendf(b, ",\"%s\":", key);
+    char small[512];
+    size_t n = json_dumpb(j, small, sizeof(small), JSON_COMPACT);
+    if (rc || n == 0)
+        return rc ? rc : ts_buf_append(b, "{}", 2);
+    if (n <= sizeof(small))
+        return ts_buf_append(b, small, n);
+    char *big = json_dumps(j, JSON_COMPACT);
+    rc = big ? ts_buf_append_str(b, big) : TS_E_INTERNAL;
+    free(big);
+    return rc;
 }
 
 /* The e-mail identity GoTrue lists for e-mail users. Its id is derived from the user id so
  * that it is stable without a row of its own. */
-static json_t *email_identity(const struct ts_user *u)
+static enum ts_rc put_email_identity(struct ts_buf *b, const struct ts_user *u)
 {
     uint8_t h[32];
     char seed[64];
@@ -338,52 +373,99 @@ static json_t *email_identity(const struct ts_user *u)
     ts_sha256(seed, strlen(seed), h);
     h[6] = (uint8_t)((h[6] & 0x0f) | 0x40);
     h[8] = (uint8_t)((h[8] & 0x3f) | 0x80);
-    char hex[33], iid[TS_UUID_STR_LEN + 1];
+    char hex[33];
     ts_hex_encode(h, 16, hex);
-    snprintf(iid, sizeof(iid), "%.8s-%.4s-%.4s-%.4s-%.12s", hex, hex + 8, hex + 12, hex + 16,
-             hex + 20);
-    json_t *data = json_pack("{s:s, s:s, s:b, s:b}", "email", u->email, "sub", u->id,
-                             "email_verified", u->email_confirmed_at != 0, "phone_verified", 0);
-    json_t *idn = json_pack("{s:s, s:s, s:s, s:o, s:s, s:s}", "identity_id", iid, "id", u->id,
-                            "user_id", u->id, "identity_data", data, "provider", "email", "email",
-                            u->email);
-    set_time(idn, "last_sign_in_at", u->last_sign_in_at ? u->last_sign_in_at : u->created_at);
-    set_time(idn, "created_at", u->created_at);
-    set_time(idn, "updated_at", u->updated_at);
-    return idn;
+    enum ts_rc rc = ts_buf_appendf(
+        b, "{\"identity_id\":\"%.8s-%.4s-%.4s-%.4s-%.12s\",\"id\":\"%s\",\"user_id\":\"%s\"", hex,
+        hex + 8, hex + 12, hex + 16, hex + 20, u->id, u->id);
+    if (!rc)
+        rc = ts_buf_append_str(b, ",\"identity_data\":{\"email\":\"");
+    if (!rc)
+        rc = ts_buf_append_json_escaped(b, u->email);
+    if (!rc)
+        rc = ts_buf_appendf(b,
+                            "\",\"sub\":\"%s\",\"email_verified\":%s,\"phone_verified\":false},"
+                            "\"provider\":\"email\"",
+                            u->id, u->email_confirmed_at ? "true" : "false");
+    if (!rc)
+        rc = put_str(b, "email", u->email);
+    if (!rc)
+        rc = put_time(b, "last_sign_in_at",
+                      u->last_sign_in_at ? u->last_sign_in_at : u->created_at);
+    if (!rc)
+        rc = put_time(b, "created_at", u->created_at);
+    if (!rc)
+        rc = put_time(b, "updated_at", u->updated_at);
+    if (!rc)
+        rc = ts_buf_append(b, "}", 1);
+    return rc;
 }
 
-json_t *api_user_json(struct ts_api *api, const struct ts_user *u)
+enum ts_rc api_user_write(struct ts_buf *b, const struct ts_user *u, bool hide_identities)
 {
-    (void)api;
-    json_t *o = json_object();
-    json_object_set_new(o, "id", json_string(u->id));
-    json_object_set_new(o, "aud", json_string(u->aud));
-    json_object_set_new(o, "role", json_string(u->role));
-    json_object_set_new(o, "email", json_string(u->email ? u->email : ""));
-    set_time(o, "email_confirmed_at", u->email_confirmed_at);
-    json_object_set_new(o, "phone", json_string(u->phone ? u->phone : ""));
-    set_time(o, "phone_confirmed_at", u->phone_confirmed_at);
-    set_time(o, "confirmation_sent_at", u->confirmation_sent_at);
+    enum ts_rc rc = ts_buf_appendf(b, "{\"id\":\"%s\"", u->id);
+    if (!rc)
+        rc = put_str(b, "aud", u->aud);
+    if (!rc)
+        rc = put_str(b, "role", u->role);
+    if (!rc)
+        rc = put_str(b, "email", u->email ? u->email : "");
+    if (!rc)
+        rc = put_time(b, "email_confirmed_at", u->email_confirmed_at);
+    if (!rc)
+        rc = put_str(b, "phone", u->phone ? u->phone : "");
+    if (!rc)
+        rc = put_time(b, "phone_confirmed_at", u->phone_confirmed_at);
+    if (!rc)
+        rc = put_time(b, "confirmation_sent_at", u->confirmation_sent_at);
     int64_t confirmed = u->email_confirmed_at;
     if (u->phone_confirmed_at && (!confirmed || u->phone_confirmed_at < confirmed))
         confirmed = u->phone_confirmed_at;
-    set_time(o, "confirmed_at", confirmed);
-    set_time(o, "invited_at", u->invited_at);
-    set_time(o, "last_sign_in_at", u->last_sign_in_at);
-    json_object_set(o, "app_metadata", u->app_metadata);
-    json_object_set(o, "user_metadata", u->user_metadata);
-    json_t *ids = json_array();
-    if (u->email && !u->is_anonymous)
-        json_array_append_new(ids, email_identity(u));
-    json_object_set_new(o, "identities", ids);
-    set_time(o, "created_at", u->created_at);
-    set_time(o, "updated_at", u->updated_at);
-    if (u->banned_until > ts_now_us())
-        set_time(o, "banned_until", u->banned_until);
-    set_time(o, "deleted_at", u->deleted_at);
-    json_object_set_new(o, "is_anonymous", json_boolean(u->is_anonymous));
-    return o;
+    if (!rc)
+        rc = put_time(b, "confirmed_at", confirmed);
+    if (!rc)
+        rc = put_time(b, "invited_at", u->invited_at);
+    if (!rc)
+        rc = put_time(b, "last_sign_in_at", u->last_sign_in_at);
+    if (!rc)
+        rc = put_json(b, "app_metadata", u->app_metadata);
+    if (!rc)
+        rc = put_json(b, "user_metadata", u->user_metadata);
+    if (!rc)
+        rc = ts_buf_append_str(b, ",\"identities\":[");
+    if (!rc && u->email && !u->is_anonymous && !hide_identities)
+        rc = put_email_identity(b, u);
+    if (!rc)
+        rc = ts_buf_append(b, "]", 1);
+    if (!rc)
+        rc = put_time(b, "created_at", u->created_at);
+    if (!rc)
+        rc = put_time(b, "updated_at", u->updated_at);
+    if (!rc && u->banned_until > ts_now_us())
+        rc = put_time(b, "banned_until", u->banned_until);
+    if (!rc)
+        rc = put_time(b, "deleted_at", u->deleted_at);
+    if (!rc)
+        rc = ts_buf_appendf(b, ",\"is_anonymous\":%s}", u->is_anonymous ? "true" : "false");
+    return rc;
+}
+
+void api_respond_text(struct ts_http_req *req, int status, struct ts_buf *b, enum ts_rc rc)
+{
+    if (rc) {
+        ts_buf_free(b);
+        api_fail(req, rc, "serialise answer");
+        return;
+    }
+    ts_http_respond(req, status, "application/json", b->data, b->len);
+    ts_buf_free(b);
+}
+
+void api_respond_user(struct ts_http_req *req, const struct ts_user *u)
+{
+    struct ts_buf b;
+    ts_buf_init(&b, API_MAX_ANSWER);
+    api_respond_text(req, 200, &b, api_user_write(&b, u, false));
 }
 
 const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg)
@@ -414,60 +496,85 @@ const char *api_password_problem(struct ts_api *api, const char *pw, const char 
 
 /* ---- sessions ---- */
 
-json_t *api_session_json(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
-                         const char *aal, json_t *amr, const char *refresh_token)
+/* The access token's claims (gotrue-api.md §5), written as text in the order GoTrue uses. */
+static enum ts_rc write_claims(struct ts_buf *b, struct ts_api *api, const struct ts_user *u,
+                               const char *session_id, const char *aal, const char *amr_json,
+                               int64_t iat, int64_t exp)
+{
+    enum ts_rc rc = ts_buf_append_str(b, "{\"iss\":\"");
+    if (!rc)
+        rc = ts_buf_append_json_escaped(b, api->cfg->jwt_issuer);
+    if (!rc)
+        rc = ts_buf_appendf(b, "\",\"sub\":\"%s\"", u->id);
+    if (!rc)
+        rc = put_str(b, "aud", api->cfg->jwt_aud);
+    if (!rc)
+        rc = ts_buf_appendf(b, ",\"exp\":%lld,\"iat\":%lld", (long long)exp, (long long)iat);
+    if (!rc)
+        rc = put_str(b, "email", u->email ? u->email : "");
+    if (!rc)
+        rc = put_str(b, "phone", u->phone ? u->phone : "");
+    if (!rc)
+        rc = put_json(b, "app_metadata", u->app_metadata);
+    if (!rc)
+        rc = put_json(b, "user_metadata", u->user_metadata);
+    if (!rc)
+        rc = put_str(b, "role", u->role);
+    if (!rc)
+        rc = put_str(b, "aal", aal);
+    if (!rc)
+        rc = ts_buf_appendf(b, ",\"amr\":%s,\"session_id\":\"%s\",\"is_anonymous\":%s}", amr_json,
+                            session_id, u->is_anonymous ? "true" : "false");
+    return rc;
+}
+
+void api_respond_session(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
+                         const char *aal, const char *amr_json, const char *refresh_token)
 {
     struct ts_api *api = ts_http_app(req);
     int64_t now = ts_now_s();
     int64_t exp = now + api->cfg->jwt_exp;
-    json_t *claims = json_object();
-    json_object_set_new(claims, "iss", json_string(api->cfg->jwt_issuer));
-    json_object_set_new(claims, "sub", json_string(u->id));
-    json_object_set_new(claims, "aud", json_string(api->cfg->jwt_aud));
-    json_object_set_new(claims, "exp", json_integer(exp));
-    json_object_set_new(claims, "iat", json_integer(now));
-    json_object_set_new(claims, "email", json_string(u->email ? u->email : ""));
-    json_object_set_new(claims, "phone", json_string(u->phone ? u->phone : ""));
-    json_object_set(claims, "app_metadata", u->app_metadata);
-    json_object_set(claims, "user_metadata", u->user_metadata);
-    json_object_set_new(claims, "role", json_string(u->role));
-    json_object_set_new(claims, "aal", json_string(aal));
-    json_object_set(claims, "amr", amr);
-    json_object_set_new(claims, "session_id", json_string(session_id));
-    json_object_set_new(claims, "is_anonymous", json_boolean(u->is_anonymous));
+    struct ts_buf b;
+    ts_buf_init(&b, API_MAX_ANSWER);
+    enum ts_rc rc = write_claims(&b, api, u, session_id, aal, amr_json, now, exp);
     char *token = NULL;
-    enum ts_rc rc = ts_keyring_sign(api->keyring, claims, &token);
-    json_decref(claims);
-    if (rc)
-        return NULL;
-    json_t *s = json_pack("{s:s, s:s, s:I, s:I, s:s, s:o}", "access_token", token, "token_type",
-                          "bearer", "expires_in", (json_int_t)api->cfg->jwt_exp, "expires_at",
-                          (json_int_t)exp, "refresh_token", refresh_token, "user",
-                          api_user_json(api, u));
+    if (!rc)
+        rc = ts_keyring_sign_text(api->keyring, b.data, b.len, &token);
+    if (rc) {
+        ts_buf_free(&b);
+        api_fail(req, rc, "sign access token");
+        return;
+    }
+    ts_buf_clear(&b);
+    rc = ts_buf_appendf(&b,
+                        "{\"access_token\":\"%s\",\"token_type\":\"bearer\",\"expires_in\":%lld,"
+                        "\"expires_at\":%lld,\"refresh_token\":\"%s\",\"user\":",
+                        token, (long long)api->cfg->jwt_exp, (long long)exp, refresh_token);
     free(token);
-    return s;
+    if (!rc)
+        rc = api_user_write(&b, u, false);
+    if (!rc)
+        rc = ts_buf_append(&b, "}", 1);
+    api_req(req)->user_id = ts_arena_strdup(ts_http_arena(req), u->id);
+    api_respond_text(req, 200, &b, rc);
 }
 
-void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method,
-                       json_t *extra)
+void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method)
 {
     struct ts_api *api = ts_http_app(req);
     int64_t now = ts_now_us();
     char refresh[TS_REFRESH_TOKEN_LEN + 1];
     struct ts_session_new sn = {.user_id = u->id, .aal = "aal1", .now = now};
     ts_refresh_token_new(refresh, sn.refresh_hash);
-    json_t *amr = json_pack("[{s:s, s:I}]", "method", amr_method, "timestamp",
-                            (json_int_t)(now / 1000000));
-    char *amr_text = json_dumps(amr, JSON_COMPACT);
-    sn.amr_json = amr_text;
+    char amr[128];
+    snprintf(amr, sizeof(amr), "[{\"method\":\"%s\",\"timestamp\":%lld}]", amr_method,
+             (long long)(now / 1000000));
+    sn.amr_json = amr;
     sn.ip = ts_http_client_ip(req);
     sn.user_agent = ts_http_header(req, "User-Agent");
     char session_id[TS_STORE_ID_LEN + 1];
     enum ts_rc rc = ts_store_session_create(api->store, &sn, session_id);
-    free(amr_text);
     if (rc) {
-        json_decref(amr);
-        json_decref(extra);
         ts_wipe(refresh, sizeof(refresh));
         if (rc == TS_E_NOT_FOUND)
             api_error(req, ERR_USER_NOT_FOUND, NULL);
@@ -476,19 +583,8 @@ void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *a
         return;
     }
     u->last_sign_in_at = now;
-    json_t *s = api_session_json(req, u, session_id, "aal1", amr, refresh);
+    api_respond_session(req, u, session_id, "aal1", amr, refresh);
     ts_wipe(refresh, sizeof(refresh));
-    json_decref(amr);
-    if (!s) {
-        json_decref(extra);
-        api_fail(req, TS_E_CRYPTO, "sign access token");
-        return;
-    }
-    if (extra)
-        json_object_update(s, extra);
-    json_decref(extra);
-    api_req(req)->user_id = ts_arena_strdup(ts_http_arena(req), u->id);
-    api_json(req, 200, s);
 }
 
 /* ---- the hash pool, seen from a request ---- */

@@ -49,10 +49,22 @@ void api_admin_users_list(struct ts_http_req *req)
         api_fail(req, rc, "user list");
         return;
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(arr, api_user_json(api, users[i]));
+    struct ts_buf body;
+    ts_buf_init(&body, API_MAX_ANSWER);
+    rc = ts_buf_append_str(&body, "{\"users\":[");
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (i)
+            rc = ts_buf_append(&body, ",", 1);
+        if (!rc)
+            rc = api_user_write(&body, users[i], false);
+    }
     ts_user_list_free(users, n);
+    if (!rc)
+        rc = ts_buf_append_str(&body, "],\"aud\":\"");
+    if (!rc)
+        rc = ts_buf_append_json_escaped(&body, api->cfg->jwt_aud);
+    if (!rc)
+        rc = ts_buf_append_str(&body, "\"}");
 
     char count[32];
     snprintf(count, sizeof(count), "%lld", (long long)total);
@@ -72,7 +84,7 @@ void api_admin_users_list(struct ts_http_req *req)
                                 "</admin/users?page=%lld&per_page=%lld>; rel=\"last\"",
                                 (long long)last, (long long)per_page);
     ts_http_add_header(req, "Link", link);
-    api_json(req, 200, json_pack("{s:o, s:s}", "users", arr, "aud", api->cfg->jwt_aud));
+    api_respond_text(req, 200, &body, rc);
 }
 
 /* ---- shared by create and update ---- */
@@ -128,7 +140,7 @@ static void admin_finish(struct ts_http_req *req, struct admin_work *w, const ch
         u->has_password = true;
     ts_store_audit(api->store, w->create ? "user_created_by_admin" : "user_updated_by_admin", NULL,
                    u->id, ts_http_client_ip(req), NULL);
-    api_json(req, 200, api_user_json(api, u));
+    api_respond_user(req, u);
 }
 
 static void admin_hashed(struct ts_http_req *req)
@@ -334,13 +346,12 @@ static struct ts_user *load_user(struct ts_http_req *req)
 
 void api_admin_user_get(struct ts_http_req *req)
 {
-    struct ts_api *api = ts_http_app(req);
     struct ts_principal p;
     if (!api_require_admin(req, &p))
         return;
     struct ts_user *u = load_user(req);
     if (u)
-        api_json(req, 200, api_user_json(api, u));
+        api_respond_user(req, u);
 }
 
 /* ---- PUT /admin/users/{id} ---- */

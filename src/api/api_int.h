@@ -117,23 +117,28 @@ void api_own_user(struct ts_http_req *req, struct ts_user *u);
 
 /* Merges patch into target key by key; a null value deletes the key (gotrue-api.md §3). */
 void api_merge_metadata(json_t *target, json_t *patch);
-/* GoTrue's User object for u. */
-json_t *api_user_json(struct ts_api *api, const struct ts_user *u);
+/* Largest answer we build, bytes. */
+#define API_MAX_ANSWER (16u << 20)
+
+/* Appends GoTrue's User object for u to b (identities:[] when hide_identities). */
+TS_NODISCARD enum ts_rc api_user_write(struct ts_buf *b, const struct ts_user *u,
+                                       bool hide_identities);
+/* Answers b's text (freeing b) with status, or api_fail when rc says building it failed. */
+void api_respond_text(struct ts_http_req *req, int status, struct ts_buf *b, enum ts_rc rc);
+/* Answers 200 with u's User object. */
+void api_respond_user(struct ts_http_req *req, const struct ts_user *u);
 /* Password policy: NULL when acceptable, else the weak_password reason ("length",
  * "characters") and sets *msg. Passwords over 72 bytes are refused as GoTrue does. */
 const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg);
 
-/*
- * Creates a session for u (amr method), signs its access token and answers with GoTrue's
- * session object (status 200). extra (may be NULL) is merged into the response.
- */
-void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method,
-                       json_t *extra);
+/* Creates a session for u (amr method), signs its access token and answers 200 with GoTrue's
+ * session object. */
+void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method);
 
-/* GoTrue's session object for an existing session (signs a fresh access token); NULL when
- * signing failed. amr is borrowed. */
-json_t *api_session_json(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
-                         const char *aal, json_t *amr, const char *refresh_token);
+/* Answers 200 with the session object of an existing session: a fresh access token for it
+ * and the given refresh token. */
+void api_respond_session(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
+                         const char *aal, const char *amr_json, const char *refresh_token);
 
 /* Hands job to the hash pool with the request parked; cont runs when it finishes (or with
  * job->rc = TS_E_BUSY when the queue was full). job lives in the request arena. */

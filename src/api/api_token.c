@@ -55,7 +55,7 @@ static void password_verified(struct ts_http_req *req)
     }
     ts_store_audit(api->store, "login", u->id, NULL, ts_http_client_ip(req),
                    "{\"provider\":\"email\"}");
-    api_issue_session(req, u, "password", NULL);
+    api_issue_session(req, u, "password");
 }
 
 static void grant_password(struct ts_http_req *req, json_t *b)
@@ -166,20 +166,8 @@ static void grant_refresh(struct ts_http_req *req, json_t *b)
         api_error(req, ERR_USER_BANNED, NULL);
         return;
     }
-    json_t *amr = json_loads(res.amr_json, 0, NULL);
-    if (!json_is_array(amr)) {
-        json_decref(amr);
-        amr = json_array();
-    }
-    json_t *s = api_session_json(req, u, res.session_id, res.aal, amr, next);
-    json_decref(amr);
+    api_respond_session(req, u, res.session_id, res.aal, res.amr_json, next);
     ts_wipe(next, sizeof(next));
-    if (!s) {
-        api_fail(req, TS_E_CRYPTO, "sign access token");
-        return;
-    }
-    api_req(req)->user_id = u->id;
-    api_json(req, 200, s);
 }
 
 void api_token(struct ts_http_req *req)

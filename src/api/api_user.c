@@ -26,17 +26,18 @@ static struct ts_user *new_user(struct ts_api *api, int64_t now)
 
 /* GoTrue answers a sign-up for a taken address with a plausible user that exists nowhere,
  * so that sign-up cannot be used to find out who has an account (gotrue-api.md §3). */
-static json_t *obfuscated_user(struct ts_api *api, const char *email)
+static void respond_obfuscated_user(struct ts_http_req *req, const char *email)
 {
+    struct ts_api *api = ts_http_app(req);
     struct ts_user *fake = new_user(api, ts_now_us());
+    api_own_user(req, fake);
     fake->email = ts_xstrdup(email);
     fake->confirmation_sent_at = fake->created_at;
     json_object_set_new(fake->app_metadata, "provider", json_string("email"));
     json_object_set_new(fake->app_metadata, "providers", json_pack("[s]", "email"));
-    json_t *j = api_user_json(api, fake);
-    json_object_set_new(j, "identities", json_array());
-    ts_user_free(fake);
-    return j;
+    struct ts_buf b;
+    ts_buf_init(&b, API_MAX_ANSWER);
+    api_respond_text(req, 200, &b, api_user_write(&b, fake, true));
 }
 
 static void signup_hashed(struct ts_http_req *req)
@@ -53,7 +54,7 @@ static void signup_hashed(struct ts_http_req *req)
         if (api->cfg->mailer_autoconfirm) {
             api_error(req, ERR_USER_ALREADY_EXISTS, NULL);
         } else {
-            api_json(req, 200, obfuscated_user(api, u->email));
+            respond_obfuscated_user(req, u->email);
         }
         return;
     }
@@ -64,10 +65,10 @@ static void signup_hashed(struct ts_http_req *req)
     ts_store_audit(api->store, "user_signedup", u->id, u->id, ts_http_client_ip(req),
                    "{\"provider\":\"email\"}");
     if (u->email_confirmed_at) {
-        api_issue_session(req, u, "password", NULL);
+        api_issue_session(req, u, "password");
         return;
     }
-    api_json(req, 200, api_user_json(api, u));
+    api_respond_user(req, u);
 }
 
 static void signup_anonymous(struct ts_http_req *req, json_t *data)
@@ -89,7 +90,7 @@ static void signup_anonymous(struct ts_http_req *req, json_t *data)
     }
     ts_store_audit(api->store, "user_signedup", u->id, u->id, ts_http_client_ip(req),
                    "{\"provider\":\"anonymous\"}");
-    api_issue_session(req, u, "anonymous", NULL);
+    api_issue_session(req, u, "anonymous");
 }
 
 void api_signup(struct ts_http_req *req)
@@ -171,12 +172,11 @@ void api_signup(struct ts_http_req *req)
 
 void api_user_get(struct ts_http_req *req)
 {
-    struct ts_api *api = ts_http_app(req);
     struct ts_principal p;
     struct ts_user *u;
     if (!api_require_user(req, &p, &u))
         return;
-    api_json(req, 200, api_user_json(api, u));
+    api_respond_user(req, u);
 }
 
 /* ---- PUT /user ---- */
@@ -234,7 +234,7 @@ static void user_put_hashed(struct ts_http_req *req)
     w->user->has_password = true;
     ts_store_audit(api->store, "user_updated_password", w->user->id, w->user->id,
                    ts_http_client_ip(req), NULL);
-    api_json(req, 200, api_user_json(api, w->user));
+    api_respond_user(req, w->user);
 }
 
 void api_user_put(struct ts_http_req *req)
@@ -337,7 +337,7 @@ void api_user_put(struct ts_http_req *req)
         api_fail(req, rc, "user update");
         return;
     }
-    api_json(req, 200, api_user_json(api, u));
+    api_respond_user(req, u);
 }
 
 /* ---- POST /logout ---- */

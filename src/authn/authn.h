@@ -142,6 +142,10 @@ void ts_keyring_free(struct ts_keyring *kr);
 TS_NODISCARD enum ts_rc ts_keyring_sign(struct ts_keyring *kr, const json_t *claims,
                                         char **out_token);
 
+/* Signs payload (the exact text of a JSON object) with the active key. */
+TS_NODISCARD enum ts_rc ts_keyring_sign_text(struct ts_keyring *kr, const char *payload,
+                                             size_t len, char **out_token);
+
 /*
  * Verifies an access token (signature with the key its kid names, pinned algorithm; exp; iss;
  * aud when present — required when the token has a sub) and fills *out. Verified tokens are

@@ -268,14 +268,21 @@ void ts_keyring_free(struct ts_keyring *kr)
     free(kr);
 }
 
+enum ts_rc ts_keyring_sign_text(struct ts_keyring *kr, const char *payload, size_t len,
+                                char **out_token)
+{
+    struct keyset *ks = keyset_get(kr);
+    enum ts_rc rc = ts_jws_sign(ks->signer, payload, len, out_token);
+    keyset_unref(ks);
+    return rc;
+}
+
 enum ts_rc ts_keyring_sign(struct ts_keyring *kr, const json_t *claims, char **out_token)
 {
     char *payload = json_dumps(claims, JSON_COMPACT);
     if (!payload)
         return TS_E_INTERNAL;
-    struct keyset *ks = keyset_get(kr);
-    enum ts_rc rc = ts_jws_sign(ks->signer, payload, strlen(payload), out_token);
-    keyset_unref(ks);
+    enum ts_rc rc = ts_keyring_sign_text(kr, payload, strlen(payload), out_token);
     free(payload);
     return rc;
 }

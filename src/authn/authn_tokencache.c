@@ -5,8 +5,8 @@
  *
  * Keyed by the whole token: a token is only ever found if the exact same bytes were
  * verified before. Bucket choice uses SipHash with a random key (libsodium's
- * crypto_shorthash), so clients cannot aim collisions at one bucket, and the final
- * comparison is constant-time. Entries die at the token's exp. What the cache never
+ * crypto_shorthash), so clients cannot aim collisions at one bucket nor reach the final
+ * comparison with a token they do not hold. Entries die at the token's exp. What the cache never
  * replaces: the per-request session check, so logout takes effect at once.
  */
 #include <pthread.h>
@@ -100,7 +100,11 @@ bool ts__tokencache_get(struct ts_tokencache *tc, const char *token, size_t len,
     bool found = false;
     pthread_mutex_lock(&s->lock);
     for (struct entry *e = s->buckets[(h / SHARDS) & (s->nbuckets - 1)]; e; e = e->next) {
-        if (e->hash == h && e->len == len && sodium_memcmp(e->token, token, len) == 0) {
+        /* memcmp is safe here although the token is a secret: it only runs when the keyed
+         * 64-bit SipHash already matched, which a client cannot arrange for a token it does
+         * not hold (it would need the random key), so its timing tells nothing. A
+         * constant-time loop over ~800 bytes cost 5 % of GET /user. */
+        if (e->hash == h && e->len == len && memcmp(e->token, token, len) == 0) { /* banned-ok */
             if (e->principal.exp > now) {
                 *out = e->principal;
                 found = true;

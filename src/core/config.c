@@ -76,8 +76,9 @@ static const struct knob knobs[] = {
      "HTTP threads, each polling its share of connections (default: the number of cores)"},
     {"HTTP_MAX_BODY", K_INT, OFF(http_max_body), "1048576", 1024, 64 * 1048576LL,
      "largest request body in bytes; 413 beyond"},
-    {"HTTP_MAX_HEADER_BYTES", K_INT, OFF(http_max_header_bytes), "32768", 4096, 1048576,
-     "memory for one connection's request line and headers; 431 beyond"},
+    {"HTTP_MAX_HEADER_BYTES", K_INT, OFF(http_max_header_bytes), "16384", 4096, 1048576,
+     "memory for one connection's request line and headers; 431 beyond (libmicrohttpd "
+     "zeroes it for every request, so bigger costs time)"},
     {"HTTP_CONNECTION_TIMEOUT", K_SECONDS, OFF(http_connection_timeout), "30", 1, 3600,
      "seconds a connection may stay silent before it is closed"},
     {"HTTP_MAX_CONNECTIONS", K_INT, OFF(http_max_connections), "10000", 16, 1000000,

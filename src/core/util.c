@@ -80,18 +80,67 @@ int64_t ts_mono_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Converts days since 1970-01-01 to a proleptic Gregorian date, by counting 400-year eras
+ * of 146,097 days from 0000-03-01 (so that the leap day ends each year). */
+static void civil_from_days(int64_t days, int64_t *y, int *m, int *d)
+{
+    days += 719468; /* days from 0000-03-01 to 1970-01-01 */
+    int64_t era = (days >= 0 ? days : days - 146096) / 146097;
+    int64_t doe = days - era * 146097;                                 /* [0, 146096] */
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             /* [0, 365] */
+    int64_t mp = (5 * doy + 2) / 153;                                  /* March = 0 */
+    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+    *y = yoe + era * 400 + (*m <= 2);
+}
+
+static char *put_digits(char *p, int64_t v, int width)
+{
+    for (int i = width - 1; i >= 0; i--) {
+        p[i] = (char)('0' + v % 10);
+        v /= 10;
+    }
+    return p + width;
+}
+
 void ts_time_format(int64_t us, char out[TS_TIME_STR_LEN])
 {
-    time_t secs = (time_t)(us / 1000000);
-    long frac = (long)(us % 1000000);
+    /* Hand-rolled rather than gmtime_r + snprintf: gmtime_r takes glibc's time-zone lock on
+     * every call, and answers format several times per request from every thread. */
+    int64_t secs = us / 1000000, frac = us % 1000000;
     if (frac < 0) {
         frac += 1000000;
         secs -= 1;
     }
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    snprintf(out, TS_TIME_STR_LEN, "%04d-%02d-%02dT%02d:%02d:%02d.%06ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+    int64_t days = secs / 86400, rem = secs % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days -= 1;
+    }
+    int64_t year;
+    int month, day;
+    civil_from_days(days, &year, &month, &day);
+    if (year < 0 || year > 9999) {
+        snprintf(out, TS_TIME_STR_LEN, "%s", year < 0 ? "0000-01-01T00:00:00.000000Z"
+                                                      : "9999-12-31T23:59:59.999999Z");
+        return;
+    }
+    char *p = put_digits(out, year, 4);
+    *p++ = '-';
+    p = put_digits(p, month, 2);
+    *p++ = '-';
+    p = put_digits(p, day, 2);
+    *p++ = 'T';
+    p = put_digits(p, rem / 3600, 2);
+    *p++ = ':';
+    p = put_digits(p, rem / 60 % 60, 2);
+    *p++ = ':';
+    p = put_digits(p, rem % 60, 2);
+    *p++ = '.';
+    p = put_digits(p, frac, 6);
+    *p++ = 'Z';
+    *p = '\0';
 }
 
 enum ts_rc ts_duration_parse(const char *s, int64_t *out_us)

@@ -24,8 +24,8 @@
 
 #include "http_int.h"
 
-/* How much of an oversized chunked body is read and dropped, in multiples of max_body, so that
- * the client gets its 413 instead of a reset connection. */
+/* How much of an oversized body is read and dropped, in multiples of max_body, so that the
+ * client gets its 413 instead of a reset connection. */
 #define DRAIN_FACTOR 4
 
 /* ---- routing ---- */
@@ -230,14 +230,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = req;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         int64_t n;
-        if (cl && ts_parse_i64(cl, 0, INT64_MAX, &n) == TS_OK && (uint64_t)n > srv->opt.max_body)
+        if (cl && ts_parse_i64(cl, 0, INT64_MAX, &n) == TS_OK && (uint64_t)n > srv->opt.max_body) {
             req->too_big = true;
-        if (req->too_big) {
-            /* Answer at once rather than read a body we will refuse (the connection then
-             * closes, which is what a client sending too much deserves). */
-            req->dispatched = true;
-            srv->opt.too_large(req);
-            return queue(req);
+            if ((uint64_t)n > DRAIN_FACTOR * srv->opt.max_body) {
+                /* Far too large to be worth reading: answer at once; the connection closes
+                 * and a client still sending may see a reset instead of the answer. */
+                req->dispatched = true;
+                srv->opt.too_large(req);
+                return queue(req);
+            }
+            /* Otherwise the body is read and dropped below, then answered 413: clients
+             * such as fetch() write the whole body before reading, and closing under them
+             * would lose the answer (RFC 9112 §9.6). */
         }
         return MHD_YES;
     }
@@ -249,13 +253,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (!req->too_big && ts_buf_append(&req->body, upload_data, n) != TS_OK) {
+            /* A body without Content-Length grew too large. */
             req->too_big = true;
             ts_buf_free(&req->body);
         }
         if (req->too_big) {
-            /* A body without Content-Length grew too large. Answering in the middle of the
-             * upload makes the kernel reset the connection before the client reads the
-             * answer, so read and drop the rest (up to a bound) and answer 413 at the end. */
+            /* Answering in the middle of the upload makes the kernel reset the connection
+             * before the client reads the answer, so read and drop the rest (up to a bound)
+             * and answer 413 at the end. */
             req->discarded += n;
             if (req->discarded > DRAIN_FACTOR * srv->opt.max_body)
                 return MHD_NO; /* past the bound: close without an answer */
@@ -333,7 +338,7 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     return (size_t)(w - s);
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+TS_PRINTF(2, 0) static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
     char msg[512];

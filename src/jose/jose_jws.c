@@ -246,8 +246,8 @@ enum ts_rc ts__jose_verify_raw(const struct ts_jose_key *key, const uint8_t *msg
         size_t mac_len = 0;
         rc = hmac_compute(key, msg, msg_len, mac, &mac_len);
         /*
-         * RFC 7515 §10.7 and RFC 7518 §3.2: compare in constant time, and the whole MAC: a
-         * truncated one is refused by its length, which is public anyway.
+         * RFC 7518 §3.2: compare in constant time, and the whole MAC: a truncated one is
+         * refused by its length, which is public anyway.
          */
         if (rc == TS_OK && (sig_len != mac_len || CRYPTO_memcmp(mac, sig, mac_len) != 0))
             rc = TS_E_BAD_TOKEN;
@@ -318,8 +318,9 @@ out:
 
 /*
  * Decodes one base64url part into buf (which has room for it) and parses it as a JSON
- * object without duplicate members (RFC 7515 §5.2 steps 3 and 4 allow refusing them; RFC
- * 8725 §3.2 asks for it). NULL for anything else.
+ * object without duplicate members (RFC 7515 §4 and RFC 7519 §4 let a parser either
+ * refuse them or keep the last one; we refuse, so no two parsers can read one token two
+ * ways). NULL for anything else.
  */
 static json_t *decode_object(const char *part, size_t part_len, uint8_t *buf)
 {
@@ -371,7 +372,7 @@ enum ts_rc ts_jws_verify(const char *token, size_t token_len, ts_jose_key_lookup
     /* One buffer, reused for each decoded part; the cap above bounds its size. */
     buf = ts_xmalloc(ts_b64url_decoded_max(token_len));
 
-    /* RFC 7515 §5.2 steps 2 to 4: the header is base64url of a JSON object. */
+    /* RFC 7515 §5.2 steps 2 and 3: the header is the base64url of a JSON object. */
     header = decode_object(h, h_len, buf);
     if (!header)
         goto out;
@@ -402,7 +403,7 @@ enum ts_rc ts_jws_verify(const char *token, size_t token_len, ts_jose_key_lookup
     if (!key || key->alg != alg)
         goto out;
 
-    /* RFC 7515 §5.2 steps 6 and 8: the signature covers the first two parts as sent. */
+    /* RFC 7515 §5.2 steps 7 and 8: the signature covers the first two parts as sent. */
     if (ts_b64url_decode(s, s_len, buf, &sig_len) != TS_OK)
         goto out;
     rc = ts__jose_verify_raw(key, (const uint8_t *)token, (size_t)(dot2 - token), buf, sig_len);
