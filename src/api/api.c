@@ -248,8 +248,9 @@ bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts
     }
     enum ts_rc rc = ts_keyring_verify(api->keyring, tok, len, p);
     if (rc == TS_E_EXPIRED) {
-        api_error(req, ERR_BAD_JWT, "invalid JWT: unable to parse or verify signature, token has "
-                                    "invalid claims: token is expired");
+        api_error(req, ERR_BAD_JWT,
+                  "invalid JWT: unable to parse or verify signature, token has "
+                  "invalid claims: token is expired");
         return false;
     }
     if (rc) {
@@ -390,8 +391,8 @@ static enum ts_rc put_email_identity(struct ts_buf *b, const struct ts_user *u)
     if (!rc)
         rc = put_str(b, "email", u->email);
     if (!rc)
-        rc = put_time(b, "last_sign_in_at",
-                      u->last_sign_in_at ? u->last_sign_in_at : u->created_at);
+        rc =
+            put_time(b, "last_sign_in_at", u->last_sign_in_at ? u->last_sign_in_at : u->created_at);
     if (!rc)
         rc = put_time(b, "created_at", u->created_at);
     if (!rc)
@@ -700,7 +701,8 @@ static void after(struct ts_http_req *req)
     if (!rc)
         rc = ts_buf_append_json_escaped(&b, ts_http_method_name(req));
     if (!rc)
-        rc = ts_buf_appendf(&b, "\",\"route\":\"%s\",\"status\":%d,\"duration_us\":%lld,\"ip\":\"%s\"",
+        rc = ts_buf_appendf(&b,
+                            "\",\"route\":\"%s\",\"status\":%d,\"duration_us\":%lld,\"ip\":\"%s\"",
                             ts_http_route_name(req), ts_http_status(req),
                             (long long)ts_http_elapsed_us(req), ts_http_client_ip(req));
     if (!rc && ar && ar->user_id)
@@ -717,8 +719,7 @@ static void not_found(struct ts_http_req *req)
     if (!ts_http_method_allowed(req)) {
         ts_http_add_header(req, "Allow", ts_http_allowed_methods(req));
         api_error(req, ERR_METHOD_NOT_ALLOWED, NULL);
-    }
-    else
+    } else
         api_error(req, ERR_NOT_FOUND, NULL);
 }
 

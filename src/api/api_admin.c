@@ -33,8 +33,9 @@ void api_admin_users_list(struct ts_http_req *req)
     int64_t page = query_int(req, "page", 1, 1, 1000000000, &bad);
     int64_t per_page = query_int(req, "per_page", 50, 1, 1000, &bad);
     if (bad) {
-        api_error(req, ERR_VALIDATION_FAILED, "page and per_page must be positive integers "
-                                              "(per_page at most 1000)");
+        api_error(req, ERR_VALIDATION_FAILED,
+                  "page and per_page must be positive integers "
+                  "(per_page at most 1000)");
         return;
     }
     const char *filter = ts_http_query(req, "filter");
@@ -93,7 +94,7 @@ struct admin_work {
     struct ts_hash_job job; /* first: api_hash_job returns it */
     struct ts_user *user;
     bool create;
-    bool revoke_sessions;   /* a ban, or a new password */
+    bool revoke_sessions; /* a ban, or a new password */
 };
 
 /* Parses ban_duration: "none" unbans (0), a Go duration bans until now + d. */

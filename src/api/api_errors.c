@@ -63,8 +63,9 @@ void api_fail(struct ts_http_req *req, enum ts_rc rc, const char *what)
     }
     if (rc == TS_E_BUSY) {
         ts_http_add_header(req, "Retry-After", "1");
-        api_error(req, ERR_OVER_REQUEST_RATE_LIMIT, "Too many password checks in progress, "
-                                                    "please retry");
+        api_error(req, ERR_OVER_REQUEST_RATE_LIMIT,
+                  "Too many password checks in progress, "
+                  "please retry");
         return;
     }
     ts_log_error("%s: %s", what, ts_rc_name(rc));

@@ -19,10 +19,10 @@ struct ts_api {
 
 /* Per-request state kept by this module (ts_http_app_data). */
 struct api_req {
-    bool versioned;         /* the client sent X-Supabase-Api-Version >= 2024-01-01 */
+    bool versioned;          /* the client sent X-Supabase-Api-Version >= 2024-01-01 */
     const char *api_version; /* the value echoed back */
-    const char *user_id;    /* the authenticated user, for the log line */
-    void *work;             /* the handler's state while the request is parked */
+    const char *user_id;     /* the authenticated user, for the log line */
+    void *work;              /* the handler's state while the request is parked */
 };
 
 /*
@@ -44,7 +44,7 @@ struct api_req {
       "A user with this email address has already been registered")                                \
     X(ERR_WEAK_PASSWORD, 422, "weak_password", "Password is too weak")                             \
     X(ERR_SAME_PASSWORD, 422, "same_password",                                                     \
-      "New password should be different from the old password.")                                  \
+      "New password should be different from the old password.")                                   \
     X(ERR_SIGNUP_DISABLED, 422, "signup_disabled", "Signups not allowed for this instance")        \
     X(ERR_ANONYMOUS_PROVIDER_DISABLED, 422, "anonymous_provider_disabled",                         \
       "Anonymous sign-ins are disabled")                                                           \
@@ -54,13 +54,11 @@ struct api_req {
       "Invalid Refresh Token: Already Used")                                                       \
     X(ERR_SESSION_NOT_FOUND, 403, "session_not_found",                                             \
       "Session from session_id claim in JWT does not exist")                                       \
-    X(ERR_NO_AUTHORIZATION, 401, "no_authorization",                                               \
-      "This endpoint requires a Bearer token")                                                     \
+    X(ERR_NO_AUTHORIZATION, 401, "no_authorization", "This endpoint requires a Bearer token")      \
     X(ERR_BAD_JWT, 403, "bad_jwt", "invalid JWT: unable to parse or verify signature")             \
     X(ERR_NOT_ADMIN, 403, "not_admin", "User not allowed")                                         \
     X(ERR_USER_NOT_FOUND, 404, "user_not_found", "User not found")                                 \
-    X(ERR_OVER_REQUEST_RATE_LIMIT, 429, "over_request_rate_limit",                                 \
-      "Request rate limit reached")                                                                \
+    X(ERR_OVER_REQUEST_RATE_LIMIT, 429, "over_request_rate_limit", "Request rate limit reached")   \
     X(ERR_NOT_FOUND, 404, "not_found", "Not found")                                                \
     X(ERR_METHOD_NOT_ALLOWED, 405, "method_not_allowed", "Method not allowed")                     \
     X(ERR_REQUEST_TOO_LARGE, 413, "request_too_large", "Request body too large")                   \

@@ -34,10 +34,10 @@ void api_settings(struct ts_http_req *req)
     const struct ts_config *c = api->cfg;
     json_t *external = json_pack(
         "{s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b, s:b}",
-        "anonymous_users", c->external_anonymous_users_enabled, "email",
-        c->external_email_enabled, "phone", 0, "apple", 0, "azure", 0, "bitbucket", 0, "discord",
-        0, "facebook", 0, "figma", 0, "github", 0, "gitlab", 0, "google", 0, "keycloak", 0,
-        "linkedin_oidc", 0, "slack_oidc", 0, "twitter", 0);
+        "anonymous_users", c->external_anonymous_users_enabled, "email", c->external_email_enabled,
+        "phone", 0, "apple", 0, "azure", 0, "bitbucket", 0, "discord", 0, "facebook", 0, "figma", 0,
+        "github", 0, "gitlab", 0, "google", 0, "keycloak", 0, "linkedin_oidc", 0, "slack_oidc", 0,
+        "twitter", 0);
     api_json(req, 200,
              json_pack("{s:o, s:b, s:b, s:b, s:s, s:b}", "external", external, "disable_signup",
                        c->disable_signup, "mailer_autoconfirm", c->mailer_autoconfirm,

@@ -107,8 +107,9 @@ void api_signup(struct ts_http_req *req)
     if (data && json_is_null(data))
         data = NULL;
     if (bad || (data && !json_is_object(data))) {
-        api_error(req, ERR_VALIDATION_FAILED, "email, phone and password must be strings and "
-                                              "data an object");
+        api_error(req, ERR_VALIDATION_FAILED,
+                  "email, phone and password must be strings and "
+                  "data an object");
         return;
     }
     if (api->cfg->disable_signup) {
@@ -256,8 +257,9 @@ void api_user_put(struct ts_http_req *req)
     if (data && json_is_null(data))
         data = NULL;
     if (bad || (data && !json_is_object(data))) {
-        api_error(req, ERR_VALIDATION_FAILED, "email, phone and passwords must be strings and "
-                                              "data an object");
+        api_error(req, ERR_VALIDATION_FAILED,
+                  "email, phone and passwords must be strings and "
+                  "data an object");
         return;
     }
     if (phone && *phone && (!u->phone || strcmp(phone, u->phone) != 0)) {

@@ -59,36 +59,36 @@ struct ts_hash_job {
     enum ts_hash_op op;
     const char *password; /* borrowed until done() runs */
     size_t password_len;
-    const char *hash;     /* VERIFY, CHANGE: the stored hash, or NULL. VERIFY with NULL spends
-                           * the time of a verification and fails, so an unknown user costs
-                           * what a wrong password costs */
+    const char *hash; /* VERIFY, CHANGE: the stored hash, or NULL. VERIFY with NULL spends
+                       * the time of a verification and fails, so an unknown user costs
+                       * what a wrong password costs */
     const char *current_password; /* CHANGE: may be NULL */
     size_t current_password_len;
     void (*done)(struct ts_hash_job *job); /* runs on the worker thread when finished */
     void *cls;
     /* filled by the pool */
-    enum ts_rc rc;        /* TS_OK, or the error of hashing/verifying */
-    bool match;           /* VERIFY: the password matched a real hash. CHANGE: current_password
-                           * matched (true when none was given) */
-    bool same;            /* CHANGE: password equals the old one */
-    bool needs_rehash;    /* VERIFY: the match used outdated parameters; new_hash holds a fresh
-                           * hash (NULL if rehashing failed) */
-    char *new_hash;       /* CREATE, CHANGE, VERIFY+needs_rehash: a PHC string (heap; the
-                           * submitter frees it) */
-    int64_t wait_us;      /* time spent queued */
-    int64_t run_us;       /* time spent hashing */
+    enum ts_rc rc;            /* TS_OK, or the error of hashing/verifying */
+    bool match;               /* VERIFY: the password matched a real hash. CHANGE: current_password
+                               * matched (true when none was given) */
+    bool same;                /* CHANGE: password equals the old one */
+    bool needs_rehash;        /* VERIFY: the match used outdated parameters; new_hash holds a fresh
+                               * hash (NULL if rehashing failed) */
+    char *new_hash;           /* CREATE, CHANGE, VERIFY+needs_rehash: a PHC string (heap; the
+                               * submitter frees it) */
+    int64_t wait_us;          /* time spent queued */
+    int64_t run_us;           /* time spent hashing */
     struct ts_hash_job *next; /* queue link (pool-private) */
 };
 
 struct ts_hashpool;
 
 struct ts_hashpool_stats {
-    int64_t queued;          /* jobs waiting now */
-    int64_t running;         /* jobs being hashed now */
-    int64_t completed;       /* jobs finished since start */
-    int64_t rejected;        /* submissions refused because the queue was full */
-    int64_t wait_us_total;   /* sum of queue waits of completed jobs */
-    int64_t run_us_total;    /* sum of hashing times of completed jobs */
+    int64_t queued;        /* jobs waiting now */
+    int64_t running;       /* jobs being hashed now */
+    int64_t completed;     /* jobs finished since start */
+    int64_t rejected;      /* submissions refused because the queue was full */
+    int64_t wait_us_total; /* sum of queue waits of completed jobs */
+    int64_t run_us_total;  /* sum of hashing times of completed jobs */
 };
 
 /* Starts `workers` threads; at most queue_cap jobs may wait beyond those being hashed. */
@@ -120,8 +120,8 @@ struct ts_keys_config {
     const char *hs256_secret; /* non-empty: HS256 with this secret, no keys in the database */
     const char *issuer;
     const char *audience;
-    int64_t access_ttl;      /* seconds */
-    int64_t retired_keep;    /* seconds a retired key stays published and accepted */
+    int64_t access_ttl;   /* seconds */
+    int64_t retired_keep; /* seconds a retired key stays published and accepted */
 };
 
 struct ts_keyring;
@@ -143,8 +143,8 @@ TS_NODISCARD enum ts_rc ts_keyring_sign(struct ts_keyring *kr, const json_t *cla
                                         char **out_token);
 
 /* Signs payload (the exact text of a JSON object) with the active key. */
-TS_NODISCARD enum ts_rc ts_keyring_sign_text(struct ts_keyring *kr, const char *payload,
-                                             size_t len, char **out_token);
+TS_NODISCARD enum ts_rc ts_keyring_sign_text(struct ts_keyring *kr, const char *payload, size_t len,
+                                             char **out_token);
 
 /*
  * Verifies an access token (signature with the key its kid names, pinned algorithm; exp; iss;
@@ -181,8 +181,7 @@ void ts_keyring_cache_stats(struct ts_keyring *kr, struct ts_tokencache_stats *o
 #define TS_REFRESH_TOKEN_LEN 32   /* base64url of 24 bytes */
 
 /* A new random refresh token (text, NUL-terminated) and its SHA-256. */
-void ts_refresh_token_new(char token[TS_REFRESH_TOKEN_LEN + 1],
-                          uint8_t hash[TS_REFRESH_HASH_LEN]);
+void ts_refresh_token_new(char token[TS_REFRESH_TOKEN_LEN + 1], uint8_t hash[TS_REFRESH_HASH_LEN]);
 /* SHA-256 of n bytes (for derived identifiers; never for passwords). */
 void ts_sha256(const void *p, size_t n, uint8_t out[32]);
 

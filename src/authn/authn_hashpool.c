@@ -75,28 +75,27 @@ static void run_job(struct ts_hashpool *pool, struct ts_hash_job *job)
     bool rehash = false;
     switch (job->op) {
     case TS_HASH_CREATE:
-        job->rc = ts_password_hash(&pool->params, job->password, job->password_len,
-                                   &job->new_hash);
+        job->rc = ts_password_hash(&pool->params, job->password, job->password_len, &job->new_hash);
         break;
     case TS_HASH_VERIFY:
         job->match = verify(pool, job->hash, job->password, job->password_len, &rehash);
         if (job->match && rehash) {
             job->needs_rehash = true;
-            if (ts_password_hash(&pool->params, job->password, job->password_len,
-                                 &job->new_hash) != TS_OK)
+            if (ts_password_hash(&pool->params, job->password, job->password_len, &job->new_hash) !=
+                TS_OK)
                 job->new_hash = NULL; /* the login still succeeds; rehash next time */
         }
         break;
     case TS_HASH_CHANGE:
         job->match = true;
         if (job->current_password)
-            job->match = verify(pool, job->hash, job->current_password,
-                                job->current_password_len, &rehash);
+            job->match =
+                verify(pool, job->hash, job->current_password, job->current_password_len, &rehash);
         if (job->match && job->hash)
             job->same = verify(pool, job->hash, job->password, job->password_len, &rehash);
         if (job->match && !job->same)
-            job->rc = ts_password_hash(&pool->params, job->password, job->password_len,
-                                       &job->new_hash);
+            job->rc =
+                ts_password_hash(&pool->params, job->password, job->password_len, &job->new_hash);
         break;
     }
     job->run_us = ts_mono_us() - t0;

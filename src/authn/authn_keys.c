@@ -27,8 +27,8 @@ struct keyset {
     struct ts_jose_key *signer;     /* the active key; never NULL */
     struct ts_jose_key **verifiers; /* keys that verify (signer included) */
     size_t nverifiers;
-    char *jwks;                     /* {"keys":[...]} */
-    char *fingerprint;              /* kid:state list, to tell whether a reload changed anything */
+    char *jwks;        /* {"keys":[...]} */
+    char *fingerprint; /* kid:state list, to tell whether a reload changed anything */
 };
 
 struct ts_keyring {
@@ -191,8 +191,8 @@ enum ts_rc ts_keyring_open(struct ts_store *st, const struct ts_keys_config *cfg
 {
     struct ts_keyring *kr = ts_xcalloc(1, sizeof(*kr));
     kr->st = st;
-    kr->hs256_secret = cfg->hs256_secret && cfg->hs256_secret[0] ? ts_xstrdup(cfg->hs256_secret)
-                                                                 : NULL;
+    kr->hs256_secret =
+        cfg->hs256_secret && cfg->hs256_secret[0] ? ts_xstrdup(cfg->hs256_secret) : NULL;
     kr->issuer = ts_xstrdup(cfg->issuer);
     kr->audience = ts_xstrdup(cfg->audience);
     kr->access_ttl = cfg->access_ttl;
@@ -299,8 +299,7 @@ static const struct ts_jose_key *lookup_key(void *cls, enum ts_jose_alg alg, con
     return NULL;
 }
 
-static bool copy_claim(const json_t *claims, const char *name, char *out, size_t cap,
-                       bool required)
+static bool copy_claim(const json_t *claims, const char *name, char *out, size_t cap, bool required)
 {
     const json_t *v = json_object_get(claims, name);
     if (!v) {
@@ -388,8 +387,7 @@ enum ts_rc ts_keyring_mint_api_key(struct ts_keyring *kr, const char *role, int6
     return rc;
 }
 
-enum ts_rc ts_keys_rotate(struct ts_store *st, const struct ts_keys_config *cfg,
-                          char **out_new_kid)
+enum ts_rc ts_keys_rotate(struct ts_store *st, const struct ts_keys_config *cfg, char **out_new_kid)
 {
     if (cfg->hs256_secret && cfg->hs256_secret[0])
         return TS_E_INVALID; /* a configured secret is rotated by changing the configuration */

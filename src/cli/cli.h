@@ -14,8 +14,8 @@ struct cli_env {
     struct ts_config cfg;
     struct ts_store *store;
     struct ts_keyring *keyring;
-    bool keys_created;   /* this run created the signing keys (a first start) */
-    bool api_keys_new;   /* this run minted the anon/service keys' issue time */
+    bool keys_created; /* this run created the signing keys (a first start) */
+    bool api_keys_new; /* this run minted the anon/service keys' issue time */
 };
 
 /* Parses --config FILE (and --help) from argv into env->cfg; returns 0, or an exit code

@@ -146,10 +146,10 @@ static int user_list(struct cli_env *env, bool json, const char *filter)
             if (u->last_sign_in_at)
                 ts_time_format(u->last_sign_in_at, last);
             if (json)
-                json_array_append_new(all, json_pack("{s:s, s:s?, s:s, s:s, s:b}", "id", u->id,
-                                                     "email", u->email, "created_at", created,
-                                                     "last_sign_in_at", last, "is_anonymous",
-                                                     u->is_anonymous));
+                json_array_append_new(all,
+                                      json_pack("{s:s, s:s?, s:s, s:s, s:b}", "id", u->id, "email",
+                                                u->email, "created_at", created, "last_sign_in_at",
+                                                last, "is_anonymous", u->is_anonymous));
             else
                 printf("%-36s  %-32s  %-27s  %s\n", u->id,
                        u->email ? u->email : (u->is_anonymous ? "(anonymous)" : "-"), created,

@@ -10,7 +10,7 @@
 
 #include "cli.h"
 
-#define KEY_RELOAD_US (5LL * 1000000)      /* how often serve re-reads the signing keys */
+#define KEY_RELOAD_US (5LL * 1000000) /* how often serve re-reads the signing keys */
 
 int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usage, bool *done)
 {
@@ -58,7 +58,8 @@ static struct ts_keys_config keys_config(const struct ts_config *cfg)
 int cli_bootstrap(struct cli_env *env)
 {
     char *err = NULL;
-    struct ts_store_options so = {.durable_full = strcmp(env->cfg.database_durability, "full") == 0};
+    struct ts_store_options so = {.durable_full =
+                                      strcmp(env->cfg.database_durability, "full") == 0};
     if (ts_store_open(env->cfg.database_url, &so, &env->store, &err) != TS_OK) {
         fprintf(stderr, "tessera: %s\n", err);
         free(err);
@@ -176,7 +177,7 @@ int cli_serve(int argc, char **argv)
         goto out;
     announce_first_start(&env);
     struct ts_password_params pp = {.memory_kib = (uint32_t)env.cfg.password_hash_memory_kib,
-                                     .iterations = (uint32_t)env.cfg.password_hash_iterations};
+                                    .iterations = (uint32_t)env.cfg.password_hash_iterations};
     if (ts_hashpool_new((int)env.cfg.password_hash_workers, (int)env.cfg.password_hash_queue, &pp,
                         &pool) != TS_OK) {
         fprintf(stderr, "tessera: cannot start the password hash workers\n");

@@ -7,8 +7,8 @@
 #include <string.h>
 
 #include "config.h"
-#include "mem.h"
 #include "log.h"
+#include "mem.h"
 #include "util.h"
 
 extern char **environ;
@@ -16,11 +16,11 @@ extern char **environ;
 enum knob_type { K_STRING, K_SECRET, K_INT, K_BOOL, K_SECONDS };
 
 struct knob {
-    const char *name;   /* without prefix */
+    const char *name; /* without prefix */
     enum knob_type type;
-    size_t offset;      /* into struct ts_config */
-    const char *def;    /* default, in string form; "" = empty, NULL = computed */
-    int64_t min, max;   /* for K_INT and K_SECONDS */
+    size_t offset;    /* into struct ts_config */
+    const char *def;  /* default, in string form; "" = empty, NULL = computed */
+    int64_t min, max; /* for K_INT and K_SECONDS */
     const char *help;
 };
 
@@ -52,18 +52,18 @@ static const struct knob knobs[] = {
      "confirm e-mail addresses at sign-up (no confirmation mail)"},
     {"EXTERNAL_EMAIL_ENABLED", K_BOOL, OFF(external_email_enabled), "true", 0, 0,
      "allow e-mail + password sign-up and sign-in"},
-    {"EXTERNAL_ANONYMOUS_USERS_ENABLED", K_BOOL, OFF(external_anonymous_users_enabled), "false",
-     0, 0, "allow anonymous sign-in (POST /signup with no e-mail or phone)"},
+    {"EXTERNAL_ANONYMOUS_USERS_ENABLED", K_BOOL, OFF(external_anonymous_users_enabled), "false", 0,
+     0, "allow anonymous sign-in (POST /signup with no e-mail or phone)"},
     {"PASSWORD_MIN_LENGTH", K_INT, OFF(password_min_length), "6", 6, 72,
      "minimum password length in characters (6 is also the floor)"},
     {"PASSWORD_REQUIRED_CHARACTERS", K_STRING, OFF(password_required_characters), "", 0, 0,
      "character sets separated by ':' of which a password must use one character each"},
-    {"PASSWORD_CHANGE_REVOKES_SESSIONS", K_BOOL, OFF(password_change_revokes_sessions), "true",
-     0, 0, "a password change through PUT /user ends the user's other sessions"},
-    {"SECURITY_REFRESH_TOKEN_ROTATION_ENABLED", K_BOOL, OFF(refresh_token_rotation_enabled),
-     "true", 0, 0, "reuse of a rotated refresh token past the interval revokes its session"},
-    {"SECURITY_REFRESH_TOKEN_REUSE_INTERVAL", K_SECONDS, OFF(refresh_token_reuse_interval), "10",
-     0, 86400, "seconds during which a rotated refresh token may still be used"},
+    {"PASSWORD_CHANGE_REVOKES_SESSIONS", K_BOOL, OFF(password_change_revokes_sessions), "true", 0,
+     0, "a password change through PUT /user ends the user's other sessions"},
+    {"SECURITY_REFRESH_TOKEN_ROTATION_ENABLED", K_BOOL, OFF(refresh_token_rotation_enabled), "true",
+     0, 0, "reuse of a rotated refresh token past the interval revokes its session"},
+    {"SECURITY_REFRESH_TOKEN_REUSE_INTERVAL", K_SECONDS, OFF(refresh_token_reuse_interval), "10", 0,
+     86400, "seconds during which a rotated refresh token may still be used"},
     {"PASSWORD_HASH_WORKERS", K_INT, OFF(password_hash_workers), NULL, 1, 256,
      "password-hashing threads (default: the number of cores)"},
     {"PASSWORD_HASH_QUEUE", K_INT, OFF(password_hash_queue), "64", 1, 100000,
@@ -129,8 +129,8 @@ static enum ts_rc apply(struct ts_config *c, const struct knob *k, const char *v
     }
     case K_SECONDS: {
         int64_t us;
-        if (ts_duration_parse(value, &us) != TS_OK || us % 1000000 != 0 ||
-            us / 1000000 < k->min || us / 1000000 > k->max) {
+        if (ts_duration_parse(value, &us) != TS_OK || us % 1000000 != 0 || us / 1000000 < k->min ||
+            us / 1000000 > k->max) {
             *err = ts_xasprintf("%s: expected whole seconds between %lld and %lld (\"10\" or "
                                 "\"10s\")",
                                 origin, (long long)k->min, (long long)k->max);
@@ -297,8 +297,8 @@ static enum ts_rc load_env(struct ts_config *c, const char *prefix, bool strict,
             k = find_knob("DATABASE_URL");
         if (!k) {
             if (strict) {
-                *err = ts_xasprintf("%s%s: unknown setting (see tessera serve --help)", prefix,
-                                    name);
+                *err =
+                    ts_xasprintf("%s%s: unknown setting (see tessera serve --help)", prefix, name);
                 return TS_E_INVALID;
             }
             ts_log_warn("%s%s is not a Tessera setting; ignored", prefix, name);

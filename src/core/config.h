@@ -33,24 +33,24 @@ struct ts_config {
     bool external_email_enabled;
     bool external_anonymous_users_enabled;
     int64_t password_min_length;
-    char *password_required_characters; /* GoTrue's ':'-separated character sets */
+    char *password_required_characters;    /* GoTrue's ':'-separated character sets */
     bool password_change_revokes_sessions; /* PUT /user password change ends other sessions */
     bool refresh_token_rotation_enabled;
     int64_t refresh_token_reuse_interval; /* seconds */
     int64_t password_hash_workers;
-    int64_t password_hash_queue;        /* jobs waiting beyond the busy workers */
-    int64_t password_hash_memory_kib;   /* argon2id m */
-    int64_t password_hash_iterations;   /* argon2id t */
+    int64_t password_hash_queue;      /* jobs waiting beyond the busy workers */
+    int64_t password_hash_memory_kib; /* argon2id m */
+    int64_t password_hash_iterations; /* argon2id t */
     int64_t http_threads;
-    int64_t http_max_body;              /* bytes; 413 beyond */
-    int64_t http_max_header_bytes;      /* per-connection header memory */
-    int64_t http_connection_timeout;    /* seconds of silence before a connection is closed */
+    int64_t http_max_body;           /* bytes; 413 beyond */
+    int64_t http_max_header_bytes;   /* per-connection header memory */
+    int64_t http_connection_timeout; /* seconds of silence before a connection is closed */
     int64_t http_max_connections;
-    char *http_event_loop;              /* "poll" or "epoll" (libmicrohttpd's internal loop) */
-    char *cors_allowed_origins;         /* "*" or a comma list */
-    char *database_durability;          /* "normal" (survives kill -9) or "full" (power loss) */
-    char *log_level;                    /* debug, info, warn, error */
-    bool log_requests;                  /* one JSON line per request */
+    char *http_event_loop;      /* "poll" or "epoll" (libmicrohttpd's internal loop) */
+    char *cors_allowed_origins; /* "*" or a comma list */
+    char *database_durability;  /* "normal" (survives kill -9) or "full" (power loss) */
+    char *log_level;            /* debug, info, warn, error */
+    bool log_requests;          /* one JSON line per request */
 };
 
 /* Fills c with the defaults (heap strings owned by c). */

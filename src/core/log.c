@@ -56,8 +56,8 @@ void ts_log(enum ts_log_level level, const char *fmt, ...)
     ts_time_format(ts_now_us(), when);
     struct ts_buf b;
     ts_buf_init(&b, 8192);
-    enum ts_rc rc = ts_buf_appendf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", when,
-                                   names[level]);
+    enum ts_rc rc =
+        ts_buf_appendf(&b, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", when, names[level]);
     if (!rc)
         rc = ts_buf_append_json_escaped(&b, msg);
     if (!rc)

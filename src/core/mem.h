@@ -34,10 +34,10 @@ struct ts_arena_block;
 struct ts_arena_defer_entry;
 
 struct ts_arena {
-    struct ts_arena_block *head;          /* newest block; allocations come from it */
-    struct ts_arena_defer_entry *defers;  /* cleanups, newest first */
-    size_t block_size;                    /* default size of a new block, bytes */
-    size_t total;                         /* bytes held in all blocks */
+    struct ts_arena_block *head;         /* newest block; allocations come from it */
+    struct ts_arena_defer_entry *defers; /* cleanups, newest first */
+    size_t block_size;                   /* default size of a new block, bytes */
+    size_t total;                        /* bytes held in all blocks */
 };
 
 /* Prepares an empty arena; no memory is taken until the first allocation. */

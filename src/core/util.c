@@ -86,10 +86,10 @@ static void civil_from_days(int64_t days, int64_t *y, int *m, int *d)
 {
     days += 719468; /* days from 0000-03-01 to 1970-01-01 */
     int64_t era = (days >= 0 ? days : days - 146096) / 146097;
-    int64_t doe = days - era * 146097;                                 /* [0, 146096] */
+    int64_t doe = days - era * 146097;                                   /* [0, 146096] */
     int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);             /* [0, 365] */
-    int64_t mp = (5 * doy + 2) / 153;                                  /* March = 0 */
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+    int64_t mp = (5 * doy + 2) / 153;                                    /* March = 0 */
     *d = (int)(doy - (153 * mp + 2) / 5 + 1);
     *m = (int)(mp < 10 ? mp + 3 : mp - 9);
     *y = yoe + era * 400 + (*m <= 2);
@@ -122,8 +122,8 @@ void ts_time_format(int64_t us, char out[TS_TIME_STR_LEN])
     int month, day;
     civil_from_days(days, &year, &month, &day);
     if (year < 0 || year > 9999) {
-        snprintf(out, TS_TIME_STR_LEN, "%s", year < 0 ? "0000-01-01T00:00:00.000000Z"
-                                                      : "9999-12-31T23:59:59.999999Z");
+        snprintf(out, TS_TIME_STR_LEN, "%s",
+                 year < 0 ? "0000-01-01T00:00:00.000000Z" : "9999-12-31T23:59:59.999999Z");
         return;
     }
     char *p = put_digits(out, year, 4);

@@ -29,7 +29,8 @@ int64_t ts_now_s(void);
 int64_t ts_mono_us(void);
 
 #define TS_TIME_STR_LEN 64
-/* Formats microseconds since the epoch as RFC 3339 UTC with microseconds ("...T..:..:...123456Z"). */
+/* Formats microseconds since the epoch as RFC 3339 UTC with microseconds ("...T..:..:...123456Z").
+ */
 void ts_time_format(int64_t us, char out[TS_TIME_STR_LEN]);
 /* Parses a Go-style duration ("10s", "1h30m", "250ms", "0") or a bare number of seconds. */
 TS_NODISCARD enum ts_rc ts_duration_parse(const char *s, int64_t *out_us);

@@ -38,20 +38,20 @@ enum ts_http_method {
 };
 
 struct ts_http_route {
-    unsigned methods;            /* a mask of enum ts_http_method */
-    const char *pattern;         /* "/admin/users/{id}": literal segments and {name} params */
+    unsigned methods;    /* a mask of enum ts_http_method */
+    const char *pattern; /* "/admin/users/{id}": literal segments and {name} params */
     ts_http_handler_fn *handler;
 };
 
 struct ts_http_options {
-    const char *listen;           /* "host:port" */
-    int threads;                  /* HTTP threads, each polling a share of the connections */
-    bool use_epoll;               /* epoll instead of poll() (see docs/internals/http.md) */
-    size_t max_body;              /* bytes; larger bodies get 413 */
-    size_t max_header_bytes;      /* per-connection memory for request line and headers */
-    unsigned connection_timeout;  /* seconds */
+    const char *listen;          /* "host:port" */
+    int threads;                 /* HTTP threads, each polling a share of the connections */
+    bool use_epoll;              /* epoll instead of poll() (see docs/internals/http.md) */
+    size_t max_body;             /* bytes; larger bodies get 413 */
+    size_t max_header_bytes;     /* per-connection memory for request line and headers */
+    unsigned connection_timeout; /* seconds */
     unsigned max_connections;
-    const char *prefix;           /* a path prefix also served ("/auth/v1"), or NULL */
+    const char *prefix; /* a path prefix also served ("/auth/v1"), or NULL */
     const struct ts_http_route *routes;
     size_t nroutes;
     /* Called for a path no route matches, and for a matched path with a method it does not

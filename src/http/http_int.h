@@ -39,7 +39,7 @@ struct ts_http_server {
     struct route_metrics *metrics; /* nroutes + 1 entries; the last counts unmatched paths */
     _Atomic int64_t in_flight;     /* requests begun and not completed */
     _Atomic uint64_t next_id;
-    char id_prefix[9];             /* random per process, so ids differ across restarts */
+    char id_prefix[9]; /* random per process, so ids differ across restarts */
     uint16_t port;
 };
 
@@ -56,7 +56,7 @@ struct ts_http_req {
     enum ts_http_method method;
     const char *method_name;
     const char *path;
-    int route_index;       /* into srv->routes, or -1 */
+    int route_index; /* into srv->routes, or -1 */
     bool method_allowed;
     unsigned path_methods; /* methods of every route matching the path (for Allow) */
     int nparams;
@@ -64,10 +64,10 @@ struct ts_http_req {
     const char *param_values[TS_HTTP_MAX_PARAMS];
     struct ts_buf body;
     bool too_big;
-    size_t discarded;      /* bytes of an oversized body read and dropped */
-    bool dispatched;       /* the handler ran (or the 413 answer was chosen) */
+    size_t discarded; /* bytes of an oversized body read and dropped */
+    bool dispatched;  /* the handler ran (or the 413 answer was chosen) */
     bool suspended;
-    bool queued;           /* a response went to MHD */
+    bool queued; /* a response went to MHD */
     ts_http_handler_fn *start;
     ts_http_handler_fn *cont;
     int status;
@@ -75,7 +75,7 @@ struct ts_http_req {
     const char *resp_body;
     size_t resp_len;
     struct resp_header *headers;
-    int64_t start_us;      /* monotonic */
+    int64_t start_us; /* monotonic */
     char request_id[32];
     char ip[64];
     void *app_data;

@@ -8,8 +8,7 @@
 
 /* Upper bounds of the latency buckets, microseconds. */
 static const int64_t bucket_us[TS_HTTP_LATENCY_BUCKETS] = {
-    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000,
-    5000000};
+    100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 5000000};
 
 void ts__http_metrics_record(struct ts_http_server *srv, int route_index, int status,
                              int64_t elapsed_us)
@@ -66,8 +65,8 @@ enum ts_rc ts_http_metrics_render(struct ts_http_server *srv, struct ts_buf *out
                                 "le=\"%g\"} %llu\n",
                                 name, (double)bucket_us[b] / 1e6, (unsigned long long)cumulative);
         }
-        cumulative += atomic_load_explicit(&m->latency[TS_HTTP_LATENCY_BUCKETS],
-                                           memory_order_relaxed);
+        cumulative +=
+            atomic_load_explicit(&m->latency[TS_HTTP_LATENCY_BUCKETS], memory_order_relaxed);
         if (!rc)
             rc = ts_buf_appendf(
                 out,
@@ -75,8 +74,8 @@ enum ts_rc ts_http_metrics_render(struct ts_http_server *srv, struct ts_buf *out
                 "tessera_http_request_duration_seconds_sum{route=\"%s\"} %.6f\n"
                 "tessera_http_request_duration_seconds_count{route=\"%s\"} %llu\n",
                 name, (unsigned long long)cumulative, name,
-                (double)atomic_load_explicit(&m->latency_sum_us, memory_order_relaxed) / 1e6,
-                name, (unsigned long long)cumulative);
+                (double)atomic_load_explicit(&m->latency_sum_us, memory_order_relaxed) / 1e6, name,
+                (unsigned long long)cumulative);
     }
     if (!rc)
         rc = ts_buf_appendf(out,

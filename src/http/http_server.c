@@ -61,9 +61,9 @@ static enum ts_http_method method_of(const char *m)
     static const struct {
         const char *name;
         enum ts_http_method method;
-    } methods[] = {{"GET", TS_HTTP_GET},       {"POST", TS_HTTP_POST},
-                   {"PUT", TS_HTTP_PUT},       {"DELETE", TS_HTTP_DELETE},
-                   {"PATCH", TS_HTTP_PATCH},   {"OPTIONS", TS_HTTP_OPTIONS},
+    } methods[] = {{"GET", TS_HTTP_GET},     {"POST", TS_HTTP_POST},
+                   {"PUT", TS_HTTP_PUT},     {"DELETE", TS_HTTP_DELETE},
+                   {"PATCH", TS_HTTP_PATCH}, {"OPTIONS", TS_HTTP_OPTIONS},
                    {"HEAD", TS_HTTP_HEAD}};
     for (size_t i = 0; i < TS_ARRAY_LEN(methods); i++)
         if (strcmp(m, methods[i].name) == 0)
@@ -218,9 +218,8 @@ static void dispatch(struct ts_http_req *req)
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     struct ts_http_server *srv = cls;
@@ -376,7 +375,8 @@ static enum ts_rc parse_listen(const char *listen, struct sockaddr_storage *ss, 
         *err = ts_xasprintf("LISTEN %s: bad port", listen);
         return TS_E_INVALID;
     }
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     int gai = getaddrinfo(host[0] ? host : NULL, colon + 1, &hints, &res);
@@ -392,8 +392,7 @@ static enum ts_rc parse_listen(const char *listen, struct sockaddr_storage *ss, 
     return TS_OK;
 }
 
-enum ts_rc ts_http_start(const struct ts_http_options *opt, struct ts_http_server **out,
-                         char **err)
+enum ts_rc ts_http_start(const struct ts_http_options *opt, struct ts_http_server **out, char **err)
 {
     struct sockaddr_storage ss;
     socklen_t sslen = 0;
@@ -419,8 +418,8 @@ enum ts_rc ts_http_start(const struct ts_http_options *opt, struct ts_http_serve
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(opt->threads > 0 ? opt->threads : 1),
         MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout, MHD_OPTION_CONNECTION_LIMIT,
         opt->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-        srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
         MHD_OPTION_END);
     if (!srv->daemon) {
         *err = ts_xasprintf("cannot listen on %s (address in use or not allowed?)", opt->listen);
@@ -524,8 +523,8 @@ const char *ts_http_client_ip(struct ts_http_req *req)
     if (ci && ci->client_addr) {
         const struct sockaddr *sa = ci->client_addr;
         if (sa->sa_family == AF_INET)
-            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
-                      req->ip, sizeof(req->ip));
+            inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, req->ip,
+                      sizeof(req->ip));
         else if (sa->sa_family == AF_INET6)
             inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
                       req->ip, sizeof(req->ip));

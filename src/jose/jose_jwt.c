@@ -17,7 +17,7 @@ static bool string_is(const json_t *v, const char *s)
 {
     size_t n = strlen(s);
     return json_is_string(v) && json_string_length(v) == n &&
-           memcmp(json_string_value(v), s, n) == 0;
+           memcmp(json_string_value(v), s, n) == 0; /* banned-ok: public claim values */
 }
 
 /* RFC 7519 §4.1.3: "aud" is one string or an array of strings. */

@@ -48,8 +48,8 @@ void ts_signing_key_rows_free(struct ts_signing_key_row *rows, size_t n)
     free(rows);
 }
 
-enum ts_rc ts_store_open(const char *url, const struct ts_store_options *opt,
-                         struct ts_store **out, char **err)
+enum ts_rc ts_store_open(const char *url, const struct ts_store_options *opt, struct ts_store **out,
+                         char **err)
 {
     static const struct ts_store_options defaults = {0};
     if (!opt)
@@ -107,8 +107,8 @@ enum ts_rc ts_store_user_get(struct ts_store *st, const char *id, struct ts_user
     return st->ops->user_get(st, id, out);
 }
 
-enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email,
-                                      struct ts_user **out, char **out_hash)
+enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email, struct ts_user **out,
+                                      char **out_hash)
 {
     return st->ops->user_get_by_email(st, email, out, out_hash);
 }
@@ -148,8 +148,8 @@ enum ts_rc ts_store_session_create(struct ts_store *st, const struct ts_session_
     return st->ops->session_create(st, s, session_id);
 }
 
-enum ts_rc ts_store_session_user(struct ts_store *st, const char *session_id,
-                                 const char *user_id, struct ts_user **out)
+enum ts_rc ts_store_session_user(struct ts_store *st, const char *session_id, const char *user_id,
+                                 struct ts_user **out)
 {
     return st->ops->session_user(st, session_id, user_id, out);
 }

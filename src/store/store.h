@@ -92,8 +92,7 @@ TS_NODISCARD enum ts_rc ts_store_user_get(struct ts_store *st, const char *id,
 /* Looks an e-mail up exactly as stored (callers lower-case it first). When out_password_hash
  * is not NULL it receives the password hash, or NULL when the user has no password. */
 TS_NODISCARD enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email,
-                                                   struct ts_user **out,
-                                                   char **out_password_hash);
+                                                   struct ts_user **out, char **out_password_hash);
 /* Writes every mutable field of u (all but id and created_at); updated_at is set by the caller.
  * TS_E_NOT_FOUND if the user is gone, TS_E_CONFLICT if the new e-mail or phone is taken. */
 TS_NODISCARD enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u);
@@ -102,8 +101,8 @@ TS_NODISCARD enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id
 /* Lists users ordered by creation (oldest first), offset/limit; filter (may be NULL) matches
  * a substring of the e-mail, case-insensitively. *total counts all matches. */
 TS_NODISCARD enum ts_rc ts_store_user_list(struct ts_store *st, int64_t offset, int64_t limit,
-                                           const char *filter, struct ts_user ***out,
-                                           size_t *out_n, int64_t *total);
+                                           const char *filter, struct ts_user ***out, size_t *out_n,
+                                           int64_t *total);
 void ts_user_list_free(struct ts_user **list, size_t n);
 
 /* ---- password credentials ---- */
@@ -114,9 +113,8 @@ TS_NODISCARD enum ts_rc ts_store_password_get(struct ts_store *st, const char *u
  * stored hash still equals expect_old (if not NULL), so a rehash never overwrites a password
  * changed in between (TS_E_CONFLICT then). */
 TS_NODISCARD enum ts_rc ts_store_password_set(struct ts_store *st, const char *user_id,
-                                              const char *hash, const char *expect_old,
-                                              bool revoke, const char *keep_session,
-                                              int64_t now);
+                                              const char *hash, const char *expect_old, bool revoke,
+                                              const char *keep_session, int64_t now);
 
 /* ---- sessions and refresh tokens ---- */
 
@@ -124,9 +122,9 @@ TS_NODISCARD enum ts_rc ts_store_password_set(struct ts_store *st, const char *u
 
 struct ts_session_new {
     const char *user_id;
-    const char *aal;      /* "aal1" */
-    const char *amr_json; /* [{"method":"password","timestamp":N}] */
-    const char *ip;       /* may be NULL */
+    const char *aal;        /* "aal1" */
+    const char *amr_json;   /* [{"method":"password","timestamp":N}] */
+    const char *ip;         /* may be NULL */
     const char *user_agent; /* may be NULL */
     uint8_t refresh_hash[TS_REFRESH_HASH_LEN];
     int64_t now;
@@ -134,8 +132,7 @@ struct ts_session_new {
 
 /* Creates a session with its first refresh token and sets the user's last_sign_in_at, in one
  * transaction. Writes the new session id into session_id. TS_E_NOT_FOUND if the user is gone. */
-TS_NODISCARD enum ts_rc ts_store_session_create(struct ts_store *st,
-                                                const struct ts_session_new *s,
+TS_NODISCARD enum ts_rc ts_store_session_create(struct ts_store *st, const struct ts_session_new *s,
                                                 char session_id[TS_STORE_ID_LEN + 1]);
 
 /* Returns the user owning session_id when the session exists and belongs to user_id: the
@@ -144,8 +141,7 @@ TS_NODISCARD enum ts_rc ts_store_session_user(struct ts_store *st, const char *s
                                               const char *user_id, struct ts_user **out);
 TS_NODISCARD enum ts_rc ts_store_session_delete(struct ts_store *st, const char *session_id);
 /* Deletes every session of user_id but except_session (may be NULL); *deleted may be NULL. */
-TS_NODISCARD enum ts_rc ts_store_sessions_delete_for_user(struct ts_store *st,
-                                                          const char *user_id,
+TS_NODISCARD enum ts_rc ts_store_sessions_delete_for_user(struct ts_store *st, const char *user_id,
                                                           const char *except_session,
                                                           int64_t *deleted);
 
@@ -193,8 +189,7 @@ struct ts_signing_key_row {
 };
 
 TS_NODISCARD enum ts_rc ts_store_signing_keys_list(struct ts_store *st,
-                                                   struct ts_signing_key_row **out,
-                                                   size_t *out_n);
+                                                   struct ts_signing_key_row **out, size_t *out_n);
 void ts_signing_key_rows_free(struct ts_signing_key_row *rows, size_t n);
 /* Inserts a key in state `state`. When state is ACTIVE no other key may be active
  * (TS_E_CONFLICT). */
@@ -207,7 +202,7 @@ TS_NODISCARD enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const 
 
 /* ---- audit log: security events (sign-ins, failures, revocations, admin changes) ---- */
 /* Best effort: a failure is logged, never returned, so auditing cannot block a sign-in. */
-void ts_store_audit(struct ts_store *st, const char *event, const char *actor,
-                    const char *target, const char *ip, const char *meta_json);
+void ts_store_audit(struct ts_store *st, const char *event, const char *actor, const char *target,
+                    const char *ip, const char *meta_json);
 
 #endif

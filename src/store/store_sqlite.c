@@ -130,20 +130,20 @@ static const char *const migrations[] = {
       "email_confirmed_at = ?6, phone_confirmed_at = ?7, confirmation_sent_at = ?8, "              \
       "invited_at = ?9, last_sign_in_at = ?10, banned_until = ?11, deleted_at = ?12, "             \
       "updated_at = ?14, user_metadata = ?15, app_metadata = ?16, is_anonymous = ?17 "             \
-      "WHERE id = ?1 AND collection = 'users'") /* ?13 (created_at) is bound but never changes */                               \
-    X(USER_GET, "SELECT " USER_COLS " FROM identities i WHERE i.id = ?1 AND i.collection = 'users'") \
+      "WHERE id = ?1 AND collection = 'users'") /* ?13 (created_at) is bound but never changes */  \
+    X(USER_GET,                                                                                    \
+      "SELECT " USER_COLS " FROM identities i WHERE i.id = ?1 AND i.collection = 'users'")         \
     X(USER_BY_EMAIL,                                                                               \
       "SELECT " USER_COLS ", (SELECT c.hash FROM credentials c WHERE c.identity_id = i.id AND "    \
       "c.strategy = 'password') FROM identities i WHERE i.collection = 'users' AND i.email = ?1")  \
-    X(USER_DELETE, "DELETE FROM identities WHERE id = ?1 AND collection = 'users'")              \
+    X(USER_DELETE, "DELETE FROM identities WHERE id = ?1 AND collection = 'users'")                \
     X(USER_LIST,                                                                                   \
       "SELECT " USER_COLS " FROM identities i WHERE i.collection = 'users' AND "                   \
-      "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0) ORDER BY i.created_at, i.id "         \
+      "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0) ORDER BY i.created_at, i.id "          \
       "LIMIT ?2 OFFSET ?3")                                                                        \
-    X(USER_COUNT,                                                                                  \
-      "SELECT count(*) FROM identities i WHERE i.collection = 'users' AND "                        \
-      "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0)")                                      \
-    X(USER_TOUCH_SIGN_IN, "UPDATE identities SET last_sign_in_at = ?2 WHERE id = ?1")             \
+    X(USER_COUNT, "SELECT count(*) FROM identities i WHERE i.collection = 'users' AND "            \
+                  "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0)")                          \
+    X(USER_TOUCH_SIGN_IN, "UPDATE identities SET last_sign_in_at = ?2 WHERE id = ?1")              \
     X(PASSWORD_GET,                                                                                \
       "SELECT hash FROM credentials WHERE identity_id = ?1 AND strategy = 'password'")             \
     X(PASSWORD_UPSERT,                                                                             \
@@ -155,18 +155,17 @@ static const char *const migrations[] = {
       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, NULL)")                                                  \
     X(SESSION_USER,                                                                                \
       "SELECT " USER_COLS " FROM sessions s JOIN identities i ON i.id = s.identity_id "            \
-      "WHERE s.id = ?1 AND s.identity_id = ?2")                                                   \
+      "WHERE s.id = ?1 AND s.identity_id = ?2")                                                    \
     X(SESSION_DELETE, "DELETE FROM sessions WHERE id = ?1")                                        \
     X(SESSIONS_DELETE_USER,                                                                        \
       "DELETE FROM sessions WHERE identity_id = ?1 AND (?2 IS NULL OR id <> ?2)")                  \
-    X(SESSION_TOUCH,                                                                               \
-      "UPDATE sessions SET refreshed_at = ?2, ip = coalesce(?3, ip), "                             \
-      "user_agent = coalesce(?4, user_agent) WHERE id = ?1")                                       \
+    X(SESSION_TOUCH, "UPDATE sessions SET refreshed_at = ?2, ip = coalesce(?3, ip), "              \
+                     "user_agent = coalesce(?4, user_agent) WHERE id = ?1")                        \
     X(REFRESH_INSERT,                                                                              \
       "INSERT INTO refresh_tokens(hash, session_id, parent, revoked_at, created_at) "              \
       "VALUES(?1, ?2, ?3, NULL, ?4)")                                                              \
     X(REFRESH_FIND,                                                                                \
-      "SELECT r.session_id, r.revoked_at, s.identity_id, s.aal, s.amr FROM refresh_tokens r "                    \
+      "SELECT r.session_id, r.revoked_at, s.identity_id, s.aal, s.amr FROM refresh_tokens r "      \
       "JOIN sessions s ON s.id = r.session_id WHERE r.hash = ?1")                                  \
     X(REFRESH_REVOKE, "UPDATE refresh_tokens SET revoked_at = ?2 WHERE hash = ?1")                 \
     X(KEYS_LIST,                                                                                   \
@@ -182,9 +181,8 @@ static const char *const migrations[] = {
       "state = 'next'")                                                                            \
     X(KEY_DROP_RETIRED,                                                                            \
       "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < ?1")                \
-    X(AUDIT_INSERT,                                                                                \
-      "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "                         \
-      "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                                            \
+    X(AUDIT_INSERT, "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "           \
+                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                              \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")
 
 enum stmt_id {
@@ -211,8 +209,8 @@ struct sq_store {
     char *path;
     bool durable_full;
     pthread_mutex_t pool_lock;
-    struct sq_conn *idle;        /* connections not in use */
-    pthread_mutex_t write_lock;  /* serialises this process's write transactions */
+    struct sq_conn *idle;       /* connections not in use */
+    pthread_mutex_t write_lock; /* serialises this process's write transactions */
 };
 
 static struct sq_store *sq(struct ts_store *st)
@@ -273,9 +271,8 @@ static void conn_close(struct sq_conn *c)
 static enum ts_rc conn_open(struct sq_store *s, struct sq_conn **out)
 {
     struct sq_conn *c = ts_xcalloc(1, sizeof(*c));
-    int rc = sqlite3_open_v2(s->path, &c->db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             NULL);
+    int rc = sqlite3_open_v2(
+        s->path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         ts_log_error("sqlite open %s: %s", s->path, c->db ? sqlite3_errmsg(c->db) : "no memory");
         conn_close(c);
@@ -504,8 +501,9 @@ static enum ts_rc sq_migrate(struct ts_store *st, int *applied, char **err)
     }
     int n = 0;
     pthread_mutex_lock(&s->write_lock);
-    rc = exec(c, "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_migrations("
-                 "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL); COMMIT;",
+    rc = exec(c,
+              "BEGIN IMMEDIATE; CREATE TABLE IF NOT EXISTS schema_migrations("
+              "version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL); COMMIT;",
               "migrations table");
     int version = 0;
     if (!rc)
@@ -687,8 +685,8 @@ static enum ts_rc sq_user_get(struct ts_store *st, const char *id, struct ts_use
     return rc;
 }
 
-static enum ts_rc sq_user_get_by_email(struct ts_store *st, const char *email,
-                                       struct ts_user **out, char **out_hash)
+static enum ts_rc sq_user_get_by_email(struct ts_store *st, const char *email, struct ts_user **out,
+                                       char **out_hash)
 {
     struct sq_store *s = sq(st);
     struct sq_conn *c;
@@ -829,8 +827,8 @@ static enum ts_rc sq_password_get(struct ts_store *st, const char *user_id, char
     return rc;
 }
 
-static enum ts_rc delete_user_sessions(struct sq_conn *c, const char *user_id,
-                                       const char *except, int64_t *deleted)
+static enum ts_rc delete_user_sessions(struct sq_conn *c, const char *user_id, const char *except,
+                                       int64_t *deleted)
 {
     sqlite3_stmt *q = stmt(c, S_SESSIONS_DELETE_USER);
     if (q) {
@@ -940,8 +938,8 @@ static enum ts_rc sq_session_create(struct ts_store *st, const struct ts_session
     return rc;
 }
 
-static enum ts_rc sq_session_user(struct ts_store *st, const char *session_id,
-                                  const char *user_id, struct ts_user **out)
+static enum ts_rc sq_session_user(struct ts_store *st, const char *session_id, const char *user_id,
+                                  struct ts_user **out)
 {
     struct sq_store *s = sq(st);
     struct sq_conn *c;
@@ -1195,8 +1193,8 @@ static enum ts_rc sq_signing_key_promote(struct ts_store *st, const char *kid, i
     return rc;
 }
 
-static void sq_audit(struct ts_store *st, const char *event, const char *actor,
-                     const char *target, const char *ip, const char *meta_json)
+static void sq_audit(struct ts_store *st, const char *event, const char *actor, const char *target,
+                     const char *ip, const char *meta_json)
 {
     struct sq_store *s = sq(st);
     struct sq_conn *c;
