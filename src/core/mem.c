@@ -109,22 +109,24 @@ static void run_defers(struct ts_arena *a)
 void ts_arena_reset(struct ts_arena *a)
 {
     run_defers(a);
-    if (!a->head)
-        return;
-    /* Keep the oldest block (the first one allocated): most requests fit in it. */
+    /* Keep one block of the default size warm (most requests fit in it); oversized blocks
+     * made for one big allocation are not worth keeping. */
     struct ts_arena_block *b = a->head, *keep = NULL;
     while (b) {
         struct ts_arena_block *next = b->next;
-        if (!next)
+        if (!keep && b->size == a->block_size)
             keep = b;
         else
             free(b);
         b = next;
     }
-    keep->used = 0;
-    keep->next = NULL;
     a->head = keep;
-    a->total = keep->size;
+    a->total = 0;
+    if (keep) {
+        keep->used = 0;
+        keep->next = NULL;
+        a->total = keep->size;
+    }
 }
 
 void ts_arena_free(struct ts_arena *a)

@@ -42,7 +42,7 @@ struct ts_arena {
 
 /* Prepares an empty arena; no memory is taken until the first allocation. */
 void ts_arena_init(struct ts_arena *a, size_t block_size);
-/* Runs the deferred cleanups, then frees every block but the first (kept warm). */
+/* Runs the deferred cleanups, then frees every block but one of the default size (kept warm). */
 void ts_arena_reset(struct ts_arena *a);
 /* Runs the deferred cleanups and frees every block. The arena may be reused after init. */
 void ts_arena_free(struct ts_arena *a);

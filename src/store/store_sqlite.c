@@ -698,7 +698,7 @@ static enum ts_rc sq_user_get_by_email(struct ts_store *st, const char *email, s
         bind_text(q, 1, email);
     char *hash = NULL;
     rc = one_user(c, q, "user by email", out, &hash);
-    if (out_hash)
+    if (!rc && out_hash)
         *out_hash = hash;
     else if (hash) {
         ts_wipe(hash, strlen(hash));

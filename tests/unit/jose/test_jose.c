@@ -19,10 +19,10 @@
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <openssl/encoder.h>
 #include <openssl/evp.h>
-#include <openssl/x509.h>
 
 #include "jose/jose.h"
 #include "jose/jose_int.h"
