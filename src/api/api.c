@@ -530,7 +530,8 @@ static enum ts_rc write_claims(struct ts_buf *b, struct ts_api *api, const struc
 }
 
 void api_respond_session(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
-                         const char *aal, const char *amr_json, const char *refresh_token)
+                         const char *aal, const char *amr_json, const char *refresh_token,
+                         const char *extra_members)
 {
     struct ts_api *api = ts_http_app(req);
     int64_t now = ts_now_s();
@@ -554,13 +555,16 @@ void api_respond_session(struct ts_http_req *req, const struct ts_user *u, const
     free(token);
     if (!rc)
         rc = api_user_write(&b, u, false);
+    if (!rc && extra_members)
+        rc = ts_buf_appendf(&b, ",%s", extra_members);
     if (!rc)
         rc = ts_buf_append(&b, "}", 1);
     api_req(req)->user_id = ts_arena_strdup(ts_http_arena(req), u->id);
     api_respond_text(req, 200, &b, rc);
 }
 
-void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method)
+void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method,
+                       const char *extra_members)
 {
     struct ts_api *api = ts_http_app(req);
     int64_t now = ts_now_us();
@@ -584,7 +588,7 @@ void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *a
         return;
     }
     u->last_sign_in_at = now;
-    api_respond_session(req, u, session_id, "aal1", amr, refresh);
+    api_respond_session(req, u, session_id, "aal1", amr, refresh, extra_members);
     ts_wipe(refresh, sizeof(refresh));
 }
 

@@ -130,13 +130,16 @@ void api_respond_user(struct ts_http_req *req, const struct ts_user *u);
 const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg);
 
 /* Creates a session for u (amr method), signs its access token and answers 200 with GoTrue's
- * session object. */
-void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method);
+ * session object. extra_members (may be NULL) is JSON text of further members, such as
+ * "weak_password":{...}, appended to the object. */
+void api_issue_session(struct ts_http_req *req, struct ts_user *u, const char *amr_method,
+                       const char *extra_members);
 
 /* Answers 200 with the session object of an existing session: a fresh access token for it
  * and the given refresh token. */
 void api_respond_session(struct ts_http_req *req, const struct ts_user *u, const char *session_id,
-                         const char *aal, const char *amr_json, const char *refresh_token);
+                         const char *aal, const char *amr_json, const char *refresh_token,
+                         const char *extra_members);
 
 /* Hands job to the hash pool with the request parked; cont runs when it finishes (or with
  * job->rc = TS_E_BUSY when the queue was full). job lives in the request arena. */

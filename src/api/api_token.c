@@ -55,7 +55,16 @@ static void password_verified(struct ts_http_req *req)
     }
     ts_store_audit(api->store, "login", u->id, NULL, ts_http_client_ip(req),
                    "{\"provider\":\"email\"}");
-    api_issue_session(req, u, "password");
+    /* gotrue-api.md §3: a password that no longer meets the policy still signs in, and the
+     * session says so, so that the application can ask for a new one. */
+    const char *msg = NULL;
+    const char *reason = api_password_problem(api, w->job.password, &msg);
+    char *weak = NULL;
+    if (reason)
+        weak = ts_arena_sprintf(ts_http_arena(req),
+                                "\"weak_password\":{\"reasons\":[\"%s\"],\"message\":\"%s\"}",
+                                reason, msg);
+    api_issue_session(req, u, "password", weak);
 }
 
 static void grant_password(struct ts_http_req *req, json_t *b)
@@ -166,7 +175,7 @@ static void grant_refresh(struct ts_http_req *req, json_t *b)
         api_error(req, ERR_USER_BANNED, NULL);
         return;
     }
-    api_respond_session(req, u, res.session_id, res.aal, res.amr_json, next);
+    api_respond_session(req, u, res.session_id, res.aal, res.amr_json, next, NULL);
     ts_wipe(next, sizeof(next));
 }
 

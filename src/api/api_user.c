@@ -65,7 +65,7 @@ static void signup_hashed(struct ts_http_req *req)
     ts_store_audit(api->store, "user_signedup", u->id, u->id, ts_http_client_ip(req),
                    "{\"provider\":\"email\"}");
     if (u->email_confirmed_at) {
-        api_issue_session(req, u, "password");
+        api_issue_session(req, u, "password", NULL);
         return;
     }
     api_respond_user(req, u);
@@ -90,7 +90,7 @@ static void signup_anonymous(struct ts_http_req *req, json_t *data)
     }
     ts_store_audit(api->store, "user_signedup", u->id, u->id, ts_http_client_ip(req),
                    "{\"provider\":\"anonymous\"}");
-    api_issue_session(req, u, "anonymous");
+    api_issue_session(req, u, "anonymous", NULL);
 }
 
 void api_signup(struct ts_http_req *req)

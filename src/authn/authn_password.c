@@ -33,14 +33,58 @@ static bool is_argon2id(const char *h)
     return strncmp(h, "$argon2id$", 10) == 0;
 }
 
+/* Skips digits at *p; false when there are none. */
+static bool skip_digits(const char **p)
+{
+    const char *start = *p;
+    while (**p >= '0' && **p <= '9')
+        (*p)++;
+    return *p > start && *p - start <= 10;
+}
+
+/* Skips at least min characters of alphabet at *p. */
+static bool skip_chars(const char **p, const char *alphabet, size_t min)
+{
+    const char *start = *p;
+    while (**p && strchr(alphabet, **p))
+        (*p)++;
+    return (size_t)(*p - start) >= min;
+}
+
+static const char b64_std[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_bcrypt[] = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+
 bool ts_password_hash_format_ok(const char *hash)
 {
     if (!hash)
         return false;
-    if (is_argon2id(hash))
-        return strlen(hash) < crypto_pwhash_STRBYTES;
-    /* bcrypt: $2b$NN$ + 53 characters of salt and hash. */
-    return is_bcrypt(hash) && strlen(hash) == 60;
+    const char *p = hash;
+    if (is_argon2id(hash)) {
+        /* $argon2id$v=19$m=<kib>,t=<n>,p=<n>$<salt>$<hash> (PHC string format) */
+        if (strlen(hash) >= crypto_pwhash_STRBYTES)
+            return false;
+        p += 10;
+        if (strncmp(p, "v=19$m=", 7) != 0)
+            return false;
+        p += 7;
+        if (!skip_digits(&p) || strncmp(p, ",t=", 3) != 0)
+            return false;
+        p += 3;
+        if (!skip_digits(&p) || strncmp(p, ",p=", 3) != 0)
+            return false;
+        p += 3;
+        if (!skip_digits(&p) || *p++ != '$' || !skip_chars(&p, b64_std, 11) || *p++ != '$' ||
+            !skip_chars(&p, b64_std, 22))
+            return false;
+        return *p == '\0';
+    }
+    /* $2b$<cost>$ then 22 characters of salt and 31 of hash in bcrypt's alphabet. */
+    if (!is_bcrypt(hash) || strlen(hash) != 60)
+        return false;
+    if (hash[4] < '0' || hash[4] > '3' || hash[5] < '0' || hash[5] > '9' || hash[6] != '$')
+        return false;
+    p = hash + 7;
+    return skip_chars(&p, b64_bcrypt, 53) && *p == '\0';
 }
 
 static enum ts_rc verify_bcrypt(const char *hash, const char *password, bool *match)

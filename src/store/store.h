@@ -98,8 +98,9 @@ TS_NODISCARD enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const ch
 TS_NODISCARD enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u);
 /* Deletes the user with its credentials, sessions and refresh tokens, atomically. */
 TS_NODISCARD enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id);
-/* Lists users ordered by creation (oldest first), offset/limit; filter (may be NULL) matches
- * a substring of the e-mail, case-insensitively. *total counts all matches. */
+/* Lists users ordered by creation (oldest first), offset >= 0, limit > 0 (else TS_E_INVALID);
+ * filter (may be NULL) matches a substring of the e-mail, case-insensitively. *total counts all
+ * matches. */
 TS_NODISCARD enum ts_rc ts_store_user_list(struct ts_store *st, int64_t offset, int64_t limit,
                                            const char *filter, struct ts_user ***out, size_t *out_n,
                                            int64_t *total);

@@ -758,6 +758,8 @@ static enum ts_rc sq_user_list(struct ts_store *st, int64_t offset, int64_t limi
                                int64_t *total)
 {
     struct sq_store *s = sq(st);
+    if (limit <= 0 || offset < 0)
+        return TS_E_INVALID;
     struct sq_conn *c;
     enum ts_rc rc = acquire(s, &c);
     if (rc)
@@ -787,7 +789,7 @@ static enum ts_rc sq_user_list(struct ts_store *st, int64_t offset, int64_t limi
     bind_text(q, 1, filter);
     sqlite3_bind_int64(q, 2, limit);
     sqlite3_bind_int64(q, 3, offset);
-    list = ts_xcalloc((size_t)(limit > 0 ? limit : 1), sizeof(*list));
+    list = ts_xcalloc((size_t)limit, sizeof(*list));
     while ((r = sqlite3_step(q)) == SQLITE_ROW && n < (size_t)limit)
         list[n++] = row_to_user(q);
     if (r != SQLITE_ROW && r != SQLITE_DONE)
