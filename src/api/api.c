@@ -307,6 +307,20 @@ bool api_require_admin(struct ts_http_req *req, struct ts_principal *p)
 
 /* ---- users ---- */
 
+bool api_metadata_fits(struct ts_http_req *req, const struct ts_user *u)
+{
+    /* Metadata travels in every access token, and a token must fit in a request header
+     * (HTTP_MAX_HEADER_BYTES): past this a user could sign in but never be recognised. */
+    char probe[1];
+    size_t n = json_dumpb(u->user_metadata, probe, 0, JSON_COMPACT) +
+               json_dumpb(u->app_metadata, probe, 0, JSON_COMPACT);
+    if (n <= API_MAX_METADATA)
+        return true;
+    api_error(req, ERR_VALIDATION_FAILED,
+              "user_metadata and app_metadata together must stay under 8 KiB of JSON");
+    return false;
+}
+
 void api_merge_metadata(json_t *target, json_t *patch)
 {
     const char *key;

@@ -225,6 +225,8 @@ static bool apply_fields(struct ts_http_req *req, json_t *b, struct admin_work *
         api_merge_metadata(u->user_metadata, um);
     if (am)
         api_merge_metadata(u->app_metadata, am);
+    if (!api_metadata_fits(req, u))
+        return false;
     if (ban && *ban) {
         if (!parse_ban(ban, &u->banned_until)) {
             api_error(req, ERR_VALIDATION_FAILED,

@@ -115,6 +115,11 @@ void api_own_user(struct ts_http_req *req, struct ts_user *u);
 
 /* Merges patch into target key by key; a null value deletes the key (gotrue-api.md §3). */
 void api_merge_metadata(json_t *target, json_t *patch);
+/* Largest user_metadata + app_metadata, bytes of compact JSON. */
+#define API_MAX_METADATA 8192
+/* False (and answers 400) when u's metadata is too large to travel in its tokens. */
+bool api_metadata_fits(struct ts_http_req *req, const struct ts_user *u);
+
 /* Largest answer we build, bytes. */
 #define API_MAX_ANSWER (16u << 20)
 

@@ -83,6 +83,8 @@ static void signup_anonymous(struct ts_http_req *req, json_t *data)
     u->is_anonymous = true;
     if (data)
         json_object_update(u->user_metadata, data);
+    if (!api_metadata_fits(req, u))
+        return;
     enum ts_rc rc = ts_store_user_create(api->store, u, NULL);
     if (rc) {
         api_fail(req, rc, "anonymous signup");
@@ -161,6 +163,8 @@ void api_signup(struct ts_http_req *req)
     json_object_set_new(u->app_metadata, "providers", json_pack("[s]", "email"));
     if (data)
         json_object_update(u->user_metadata, data);
+    if (!api_metadata_fits(req, u))
+        return;
     struct signup_work *w = ts_arena_calloc(ts_http_arena(req), sizeof(*w));
     w->user = u;
     w->job.op = TS_HASH_CREATE;
@@ -293,6 +297,8 @@ void api_user_put(struct ts_http_req *req)
     }
     if (data)
         api_merge_metadata(u->user_metadata, data);
+    if (!api_metadata_fits(req, u))
+        return;
     if (password) {
         if (!u->email) {
             api_error(req, ERR_VALIDATION_FAILED, "Add an e-mail address before a password");
