@@ -307,6 +307,32 @@ bool api_require_admin(struct ts_http_req *req, struct ts_principal *p)
 
 /* ---- users ---- */
 
+enum ts_rc api_update_user(struct ts_http_req *req, struct ts_user **pu,
+                           api_user_reapply_fn *reapply, void *ctx)
+{
+    struct ts_api *api = ts_http_app(req);
+    struct ts_user *u = *pu;
+    enum ts_rc rc;
+    for (int attempt = 0;; attempt++) {
+        int64_t expected = u->updated_at;
+        int64_t now = ts_now_us();
+        u->updated_at = now > expected ? now : expected + 1; /* strictly newer */
+        rc = ts_store_user_update(api->store, u, expected);
+        if (rc != TS_E_STALE || attempt == 32)
+            break;
+        struct ts_user *fresh = NULL;
+        rc = ts_store_user_get(api->store, u->id, &fresh);
+        if (rc)
+            break;
+        api_own_user(req, fresh);
+        *pu = u = fresh;
+        if (!reapply(req, u, ctx))
+            return TS_E_INVALID;
+    }
+    /* 32 writers in a row beat us: tell the client to retry rather than spin. */
+    return rc == TS_E_STALE ? TS_E_UNAVAILABLE : rc;
+}
+
 bool api_metadata_fits(struct ts_http_req *req, const struct ts_user *u)
 {
     /* Metadata travels in every access token, and a token must fit in a request header

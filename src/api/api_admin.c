@@ -93,9 +93,22 @@ void api_admin_users_list(struct ts_http_req *req)
 struct admin_work {
     struct ts_hash_job job; /* first: api_hash_job returns it */
     struct ts_user *user;
+    json_t *body; /* the request's fields, re-applied if the user changed meanwhile */
     bool create;
     bool revoke_sessions; /* a ban, or a new password */
 };
+
+static bool apply_fields(struct ts_http_req *req, json_t *b, struct admin_work *w,
+                         const char **password, const char **password_hash);
+
+/* api_update_user's reapply: the same fields on a fresh copy of the user. */
+static bool reapply_fields(struct ts_http_req *req, struct ts_user *u, void *ctx)
+{
+    struct admin_work *w = ctx;
+    const char *password = NULL, *password_hash = NULL;
+    w->user = u;
+    return apply_fields(req, w->body, w, &password, &password_hash);
+}
 
 /* Parses ban_duration: "none" unbans (0), a Go duration bans until now + d. */
 static bool parse_ban(const char *s, int64_t *banned_until)
@@ -119,7 +132,10 @@ static void admin_finish(struct ts_http_req *req, struct admin_work *w, const ch
     if (w->create) {
         rc = ts_store_user_create(api->store, u, hash);
     } else {
-        rc = ts_store_user_update(api->store, u);
+        rc = api_update_user(req, &w->user, reapply_fields, w);
+        if (rc == TS_E_INVALID)
+            return; /* answered */
+        u = w->user;
         if (!rc && hash)
             rc = ts_store_password_set(api->store, u->id, hash, NULL, false, NULL, u->updated_at);
         if (!rc && w->revoke_sessions)
@@ -260,7 +276,6 @@ static bool apply_fields(struct ts_http_req *req, json_t *b, struct admin_work *
     }
     if ((*password || *password_hash) && api->cfg->password_change_revokes_sessions && !w->create)
         w->revoke_sessions = true;
-    u->updated_at = now;
     return true;
 }
 
@@ -308,7 +323,7 @@ void api_admin_users_create(struct ts_http_req *req)
     }
     u->aud = ts_xstrdup(api->cfg->jwt_aud);
     u->role = ts_xstrdup(api->cfg->jwt_default_group_name);
-    u->created_at = ts_now_us();
+    u->created_at = u->updated_at = ts_now_us();
     const char *password = NULL, *password_hash = NULL;
     if (!apply_fields(req, b, w, &password, &password_hash))
         return;
@@ -372,6 +387,7 @@ void api_admin_user_update(struct ts_http_req *req)
         return;
     struct admin_work *w = ts_arena_calloc(ts_http_arena(req), sizeof(*w));
     w->user = u;
+    w->body = b;
     const char *password = NULL, *password_hash = NULL;
     if (!apply_fields(req, b, w, &password, &password_hash))
         return;
@@ -379,6 +395,21 @@ void api_admin_user_update(struct ts_http_req *req)
 }
 
 /* ---- DELETE /admin/users/{id} ---- */
+
+/* Soft deletion keeps the row (and its id) but makes it unusable: no address to sign in with,
+ * metadata cleared, deleted_at set; the caller then ends the sessions. */
+static bool soft_delete(struct ts_http_req *req, struct ts_user *u, void *ctx)
+{
+    (void)req;
+    (void)ctx;
+    free(u->email);
+    free(u->phone);
+    u->email = u->phone = NULL;
+    if (!u->deleted_at)
+        u->deleted_at = ts_now_us();
+    json_object_clear(u->user_metadata);
+    return true;
+}
 
 void api_admin_user_delete(struct ts_http_req *req)
 {
@@ -407,19 +438,11 @@ void api_admin_user_delete(struct ts_http_req *req)
     }
     enum ts_rc rc;
     if (soft) {
-        /* Keep the row (and its id) but make it unusable: no address to sign in with, no
-         * sessions, metadata cleared. */
         struct ts_user *u = load_user(req);
         if (!u)
             return;
-        int64_t now = ts_now_us();
-        free(u->email);
-        free(u->phone);
-        u->email = u->phone = NULL;
-        u->deleted_at = now;
-        u->updated_at = now;
-        json_object_clear(u->user_metadata);
-        rc = ts_store_user_update(api->store, u);
+        (void)soft_delete(req, u, NULL);
+        rc = api_update_user(req, &u, soft_delete, NULL);
         if (!rc)
             rc = ts_store_sessions_delete_for_user(api->store, u->id, NULL, NULL);
     } else {

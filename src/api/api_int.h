@@ -130,6 +130,19 @@ TS_NODISCARD enum ts_rc api_user_write(struct ts_buf *b, const struct ts_user *u
 void api_respond_text(struct ts_http_req *req, int status, struct ts_buf *b, enum ts_rc rc);
 /* Answers 200 with u's User object. */
 void api_respond_user(struct ts_http_req *req, const struct ts_user *u);
+/* Makes a change to a user again, on a freshly read copy; false when it answered an error. */
+typedef bool api_user_reapply_fn(struct ts_http_req *req, struct ts_user *u, void *ctx);
+
+/*
+ * Writes *pu, which already carries the request's changes, with the store's compare-and-swap.
+ * When another writer changed the user meanwhile, the user is read again, reapply() makes the
+ * same changes on the fresh copy (*pu then points to it; it is owned by the request) and the
+ * write is retried, so concurrent updates never lose each other's changes. Returns the store's
+ * result; TS_E_INVALID when reapply answered an error itself.
+ */
+TS_NODISCARD enum ts_rc api_update_user(struct ts_http_req *req, struct ts_user **pu,
+                                        api_user_reapply_fn *reapply, void *ctx);
+
 /* Password policy: NULL when acceptable, else the weak_password reason ("length",
  * "characters") and sets *msg. Passwords over 72 bytes are refused as GoTrue does. */
 const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg);

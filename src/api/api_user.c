@@ -186,9 +186,58 @@ void api_user_get(struct ts_http_req *req)
 
 /* ---- PUT /user ---- */
 
+/* The profile changes of a PUT /user, validated once and applied to whichever copy of the user
+ * is current (see api_update_user). */
+struct user_changes {
+    const char *email; /* normalised; NULL when unchanged */
+    json_t *data;      /* merged into user_metadata; may be NULL */
+};
+
+static bool apply_user_changes(struct ts_http_req *req, struct ts_user *u, void *ctx)
+{
+    const struct user_changes *ch = ctx;
+    if (ch->email && (!u->email || strcmp(ch->email, u->email) != 0)) {
+        free(u->email);
+        u->email = ts_xstrdup(ch->email);
+        u->email_confirmed_at = ts_now_us();
+        if (u->is_anonymous) {
+            /* An anonymous user who gives an address becomes a permanent e-mail user. */
+            u->is_anonymous = false;
+            json_object_set_new(u->app_metadata, "provider", json_string("email"));
+            json_object_set_new(u->app_metadata, "providers", json_pack("[s]", "email"));
+        }
+    }
+    if (ch->data)
+        api_merge_metadata(u->user_metadata, ch->data);
+    return api_metadata_fits(req, u);
+}
+
+/* Writes the user's changes; answers and returns false on failure. */
+static bool write_user_changes(struct ts_http_req *req, struct ts_user **pu,
+                               struct user_changes *ch)
+{
+    enum ts_rc rc = api_update_user(req, pu, apply_user_changes, ch);
+    if (rc == TS_E_INVALID)
+        return false; /* answered */
+    if (rc == TS_E_CONFLICT) {
+        api_error(req, ERR_EMAIL_EXISTS, NULL);
+        return false;
+    }
+    if (rc == TS_E_NOT_FOUND) {
+        api_error_status(req, ERR_USER_NOT_FOUND, 403, NULL);
+        return false;
+    }
+    if (rc) {
+        api_fail(req, rc, "user update");
+        return false;
+    }
+    return true;
+}
+
 struct update_work {
     struct ts_hash_job job; /* first, as in signup_work */
     struct ts_user *user;
+    struct user_changes changes;
     char *old_hash;
     const char *session_id;
 };
@@ -217,16 +266,11 @@ static void user_put_hashed(struct ts_http_req *req)
         api_error(req, ERR_SAME_PASSWORD, NULL);
         return;
     }
-    int64_t now = ts_now_us();
-    w->user->updated_at = now;
-    enum ts_rc rc = ts_store_user_update(api->store, w->user);
-    if (rc == TS_E_CONFLICT) {
-        api_error(req, ERR_EMAIL_EXISTS, NULL);
+    if (!write_user_changes(req, &w->user, &w->changes))
         return;
-    }
-    if (!rc)
-        rc = ts_store_password_set(api->store, w->user->id, w->job.new_hash, w->old_hash,
-                                   api->cfg->password_change_revokes_sessions, w->session_id, now);
+    enum ts_rc rc = ts_store_password_set(api->store, w->user->id, w->job.new_hash, w->old_hash,
+                                          api->cfg->password_change_revokes_sessions, w->session_id,
+                                          ts_now_us());
     if (rc == TS_E_CONFLICT) {
         /* The password changed while we were hashing: let the client retry. */
         api_error_status(req, ERR_VALIDATION_FAILED, 409, "The password changed meanwhile");
@@ -257,13 +301,12 @@ void api_user_put(struct ts_http_req *req)
     const char *phone = api_str(b, "phone", &bad);
     const char *password = api_str(b, "password", &bad);
     const char *current = api_str(b, "current_password", &bad);
-    json_t *data = json_object_get(b, "data");
-    if (data && json_is_null(data))
-        data = NULL;
-    if (bad || (data && !json_is_object(data))) {
+    struct user_changes ch = {.data = json_object_get(b, "data")};
+    if (ch.data && json_is_null(ch.data))
+        ch.data = NULL;
+    if (bad || (ch.data && !json_is_object(ch.data))) {
         api_error(req, ERR_VALIDATION_FAILED,
-                  "email, phone and passwords must be strings and "
-                  "data an object");
+                  "email, phone and passwords must be strings and data an object");
         return;
     }
     if (phone && *phone && (!u->phone || strcmp(phone, u->phone) != 0)) {
@@ -284,68 +327,51 @@ void api_user_put(struct ts_http_req *req)
                           "once");
                 return;
             }
-            free(u->email);
-            u->email = ts_xstrdup(norm);
-            u->email_confirmed_at = ts_now_us();
-            if (u->is_anonymous) {
-                /* An anonymous user who gives an address becomes a permanent e-mail user. */
-                u->is_anonymous = false;
-                json_object_set_new(u->app_metadata, "provider", json_string("email"));
-                json_object_set_new(u->app_metadata, "providers", json_pack("[s]", "email"));
-            }
+            ch.email = norm;
         }
     }
-    if (data)
-        api_merge_metadata(u->user_metadata, data);
-    if (!api_metadata_fits(req, u))
+    /* Applied now to answer a bad change before any hashing; written later. */
+    if (!apply_user_changes(req, u, &ch))
         return;
-    if (password) {
-        if (!u->email) {
-            api_error(req, ERR_VALIDATION_FAILED, "Add an e-mail address before a password");
-            return;
-        }
-        if (strlen(password) > 72) {
-            api_error(req, ERR_VALIDATION_FAILED, "Password cannot be longer than 72 characters");
-            return;
-        }
-        const char *msg = NULL;
-        const char *reason = api_password_problem(api, password, &msg);
-        if (reason) {
-            api_weak_password(req, reason, msg);
-            return;
-        }
-        struct update_work *w = ts_arena_calloc(ts_http_arena(req), sizeof(*w));
-        w->user = u;
-        w->session_id = ts_arena_strdup(ts_http_arena(req), p.session_id);
-        enum ts_rc rc = ts_store_password_get(api->store, u->id, &w->old_hash);
-        if (rc && rc != TS_E_NOT_FOUND) {
-            api_fail(req, rc, "password read");
-            return;
-        }
-        if (w->old_hash)
-            ts_arena_defer(ts_http_arena(req), free_hash_text, w->old_hash);
-        w->job.op = TS_HASH_CHANGE;
-        w->job.hash = w->old_hash;
-        w->job.password = api_secret_copy(req, password);
-        w->job.password_len = strlen(password);
-        if (current) {
-            w->job.current_password = api_secret_copy(req, current);
-            w->job.current_password_len = strlen(current);
-        }
-        api_hash_async(req, &w->job, user_put_hashed);
+    if (!password) {
+        if (write_user_changes(req, &u, &ch))
+            api_respond_user(req, u);
         return;
     }
-    u->updated_at = ts_now_us();
-    enum ts_rc rc = ts_store_user_update(api->store, u);
-    if (rc == TS_E_CONFLICT) {
-        api_error(req, ERR_EMAIL_EXISTS, NULL);
+    if (!u->email) {
+        api_error(req, ERR_VALIDATION_FAILED, "Add an e-mail address before a password");
         return;
     }
-    if (rc) {
-        api_fail(req, rc, "user update");
+    if (strlen(password) > 72) {
+        api_error(req, ERR_VALIDATION_FAILED, "Password cannot be longer than 72 characters");
         return;
     }
-    api_respond_user(req, u);
+    const char *msg = NULL;
+    const char *reason = api_password_problem(api, password, &msg);
+    if (reason) {
+        api_weak_password(req, reason, msg);
+        return;
+    }
+    struct update_work *w = ts_arena_calloc(ts_http_arena(req), sizeof(*w));
+    w->user = u;
+    w->changes = ch;
+    w->session_id = ts_arena_strdup(ts_http_arena(req), p.session_id);
+    enum ts_rc rc = ts_store_password_get(api->store, u->id, &w->old_hash);
+    if (rc && rc != TS_E_NOT_FOUND) {
+        api_fail(req, rc, "password read");
+        return;
+    }
+    if (w->old_hash)
+        ts_arena_defer(ts_http_arena(req), free_hash_text, w->old_hash);
+    w->job.op = TS_HASH_CHANGE;
+    w->job.hash = w->old_hash;
+    w->job.password = api_secret_copy(req, password);
+    w->job.password_len = strlen(password);
+    if (current) {
+        w->job.current_password = api_secret_copy(req, current);
+        w->job.current_password_len = strlen(current);
+    }
+    api_hash_async(req, &w->job, user_put_hashed);
 }
 
 /* ---- POST /logout ---- */

@@ -10,16 +10,17 @@
 
 #define TS_RC_TABLE(X)                                                                             \
     X(TS_OK, 200, "ok")                                                                            \
-    X(TS_AGAIN, 202, "again")               /* work continues asynchronously */                    \
-    X(TS_E_INVALID, 400, "invalid")         /* malformed input from the client */                  \
-    X(TS_E_PARSE, 400, "parse")             /* a syntax error in client input */                   \
-    X(TS_E_TOO_BIG, 413, "too_big")         /* a capped buffer would overflow */                   \
-    X(TS_E_BAD_TOKEN, 401, "bad_token")     /* a credential failed verification */                 \
-    X(TS_E_EXPIRED, 401, "expired")         /* a credential is past its expiry */                  \
-    X(TS_E_DENIED, 403, "denied")           /* authenticated but not allowed */                    \
-    X(TS_E_NOT_FOUND, 404, "not_found")     /* the thing asked for does not exist */               \
-    X(TS_E_CONFLICT, 409, "conflict")       /* a unique constraint would be broken */              \
-    X(TS_E_BUSY, 429, "busy")               /* a bounded queue is full */                          \
+    X(TS_AGAIN, 202, "again")           /* work continues asynchronously */                        \
+    X(TS_E_INVALID, 400, "invalid")     /* malformed input from the client */                      \
+    X(TS_E_PARSE, 400, "parse")         /* a syntax error in client input */                       \
+    X(TS_E_TOO_BIG, 413, "too_big")     /* a capped buffer would overflow */                       \
+    X(TS_E_BAD_TOKEN, 401, "bad_token") /* a credential failed verification */                     \
+    X(TS_E_EXPIRED, 401, "expired")     /* a credential is past its expiry */                      \
+    X(TS_E_DENIED, 403, "denied")       /* authenticated but not allowed */                        \
+    X(TS_E_NOT_FOUND, 404, "not_found") /* the thing asked for does not exist */                   \
+    X(TS_E_CONFLICT, 409, "conflict")   /* a unique constraint would be broken */                  \
+    X(TS_E_STALE, 409, "stale")         /* the row changed since it was read: re-read, retry */    \
+    X(TS_E_BUSY, 429, "busy")           /* a bounded queue is full */                              \
     X(TS_E_UNAVAILABLE, 503, "unavailable") /* storage unreachable, full or read-only */           \
     X(TS_E_STORE, 500, "store")             /* storage failed in an unexpected way */              \
     X(TS_E_CRYPTO, 500, "crypto")           /* the crypto library failed unexpectedly */           \

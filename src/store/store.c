@@ -113,9 +113,10 @@ enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email, st
     return st->ops->user_get_by_email(st, email, out, out_hash);
 }
 
-enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u)
+enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u,
+                                int64_t expected_updated_at)
 {
-    return st->ops->user_update(st, u);
+    return st->ops->user_update(st, u, expected_updated_at);
 }
 
 enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id)

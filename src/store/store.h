@@ -93,9 +93,14 @@ TS_NODISCARD enum ts_rc ts_store_user_get(struct ts_store *st, const char *id,
  * is not NULL it receives the password hash, or NULL when the user has no password. */
 TS_NODISCARD enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email,
                                                    struct ts_user **out, char **out_password_hash);
-/* Writes every mutable field of u (all but id and created_at); updated_at is set by the caller.
- * TS_E_NOT_FOUND if the user is gone, TS_E_CONFLICT if the new e-mail or phone is taken. */
-TS_NODISCARD enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u);
+/* Writes every mutable field of u (all but id, created_at and last_sign_in_at) if, and only if, the
+ * stored row still has updated_at == expected_updated_at (compare-and-swap: two read-modify-write
+ * cycles racing on one user cannot lose either's changes). The caller sets u->updated_at to a value
+ * greater than expected_updated_at. TS_E_STALE when the row changed meanwhile (re-read and
+ * retry), TS_E_NOT_FOUND if the user is gone, TS_E_CONFLICT if the new e-mail or phone is
+ * taken. */
+TS_NODISCARD enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u,
+                                             int64_t expected_updated_at);
 /* Deletes the user with its credentials, sessions and refresh tokens, atomically. */
 TS_NODISCARD enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id);
 /* Lists users ordered by creation (oldest first), offset >= 0, limit > 0 (else TS_E_INVALID);

@@ -18,7 +18,7 @@ struct ts_store_ops {
     enum ts_rc (*user_get)(struct ts_store *st, const char *id, struct ts_user **out);
     enum ts_rc (*user_get_by_email)(struct ts_store *st, const char *email, struct ts_user **out,
                                     char **out_hash);
-    enum ts_rc (*user_update)(struct ts_store *st, const struct ts_user *u);
+    enum ts_rc (*user_update)(struct ts_store *st, const struct ts_user *u, int64_t expected);
     enum ts_rc (*user_delete)(struct ts_store *st, const char *id);
     enum ts_rc (*user_list)(struct ts_store *st, int64_t offset, int64_t limit, const char *filter,
                             struct ts_user ***out, size_t *out_n, int64_t *total);

@@ -125,12 +125,12 @@ static const char *const migrations[] = {
       "deleted_at, created_at, updated_at, user_metadata, app_metadata, is_anonymous) "            \
       "VALUES(?1, 'users', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, "    \
       "?17)")                                                                                      \
-    X(USER_UPDATE,                                                                                 \
-      "UPDATE identities SET aud = ?2, role = ?3, email = ?4, phone = ?5, "                        \
-      "email_confirmed_at = ?6, phone_confirmed_at = ?7, confirmation_sent_at = ?8, "              \
-      "invited_at = ?9, last_sign_in_at = ?10, banned_until = ?11, deleted_at = ?12, "             \
-      "updated_at = ?14, user_metadata = ?15, app_metadata = ?16, is_anonymous = ?17 "             \
-      "WHERE id = ?1 AND collection = 'users'") /* ?13 (created_at) is bound but never changes */  \
+    X(USER_UPDATE, "UPDATE identities SET aud = ?2, role = ?3, email = ?4, phone = ?5, "           \
+                   "email_confirmed_at = ?6, phone_confirmed_at = ?7, confirmation_sent_at = ?8, " \
+                   "invited_at = ?9, banned_until = ?11, deleted_at = ?12, updated_at = ?14, "     \
+                   "user_metadata = ?15, app_metadata = ?16, is_anonymous = ?17 "                  \
+                   "WHERE id = ?1 AND collection = 'users' AND updated_at = ?18")                  \
+    X(USER_EXISTS, "SELECT 1 FROM identities WHERE id = ?1 AND collection = 'users'")              \
     X(USER_GET,                                                                                    \
       "SELECT " USER_COLS " FROM identities i WHERE i.id = ?1 AND i.collection = 'users'")         \
     X(USER_BY_EMAIL,                                                                               \
@@ -412,7 +412,9 @@ static struct ts_user *row_to_user(sqlite3_stmt *s)
 }
 
 /* Binds the user's fields in USER_INSERT / USER_UPDATE parameter order. The JSON texts are
- * heap strings the caller frees after the statement ran. */
+ * heap strings the caller frees after the statement ran. USER_UPDATE leaves out created_at
+ * (?13), which never changes, and last_sign_in_at (?10), which only session_create writes, so
+ * that an update racing a sign-in cannot put back an older sign-in time. */
 static void bind_user(sqlite3_stmt *s, const struct ts_user *u, char **um, char **am)
 {
     *um = json_dumps(u->user_metadata, JSON_COMPACT);
@@ -708,7 +710,7 @@ static enum ts_rc sq_user_get_by_email(struct ts_store *st, const char *email, s
     return rc;
 }
 
-static enum ts_rc sq_user_update(struct ts_store *st, const struct ts_user *u)
+static enum ts_rc sq_user_update(struct ts_store *st, const struct ts_user *u, int64_t expected)
 {
     struct sq_store *s = sq(st);
     struct sq_conn *c;
@@ -719,13 +721,27 @@ static enum ts_rc sq_user_update(struct ts_store *st, const struct ts_user *u)
     if (!rc) {
         char *um = NULL, *am = NULL;
         sqlite3_stmt *q = stmt(c, S_USER_UPDATE);
-        if (q)
+        if (q) {
             bind_user(q, u, &um, &am);
+            sqlite3_bind_int64(q, 18, expected);
+        }
         enum ts_rc r = run(c, q, "user update");
         free(um);
         free(am);
-        if (!r && sqlite3_changes(c->db) == 0)
-            r = TS_E_NOT_FOUND;
+        if (!r && sqlite3_changes(c->db) == 0) {
+            /* Gone, or changed since the caller read it. */
+            q = stmt(c, S_USER_EXISTS);
+            if (!q) {
+                r = TS_E_STORE;
+            } else {
+                bind_text(q, 1, u->id);
+                int sr = sqlite3_step(q);
+                r = sr == SQLITE_ROW    ? TS_E_STALE
+                    : sr == SQLITE_DONE ? TS_E_NOT_FOUND
+                                        : map_rc(c, sr, "user exists");
+                done(q);
+            }
+        }
         rc = tx_end(s, c, r);
     }
     release(s, c);

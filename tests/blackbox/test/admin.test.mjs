@@ -302,3 +302,67 @@ test('admin routes with a malformed user id are 4xx, not 5xx', async () => {
     assert.ok(res.status === 200 || res.status === 400, `${q}: ${res.status} ${res.text}`);
   }
 });
+
+test('createUser with password_hash imports bcrypt ($2a$/$2b$/$2y$) and argon2id hashes', async () => {
+  const admin = adminClient(other).admin;
+  // Precomputed with libxcrypt / libsodium for the passwords named below.
+  const cases = [
+    ['imported-pass-1', '$2b$10$abcdefghijklmnopqrstuuX/sm/HX.CJ5Jh5j7uyqiffnTl6O4vQS'],
+    ['imported-pass-1', '$2a$04$abcdefghijklmnopqrstuupp9sWqHGpOuKsRA9zMuWRbNeYeWahBS'],
+    ['imported-pass-1', '$2y$04$abcdefghijklmnopqrstuupp9sWqHGpOuKsRA9zMuWRbNeYeWahBS'],
+    ['imported-pass-2', '$argon2id$v=19$m=1024,t=2,p=1$dXGG85zcm1i3cUJsQuphHg$/gEKcLguoC/ELFF4tBVfopi3Tvk9R7et8bz+xAbdSDQ'],
+  ];
+  for (const [password, hash] of cases) {
+    const email = uniqueEmail('imported');
+    const { error } = await admin.createUser({ email, password_hash: hash, email_confirm: true });
+    assert.equal(error, null, `${hash.slice(0, 7)}: ${error?.message}`);
+    const ok = await makeClient(other).signInWithPassword({ email, password });
+    assert.equal(ok.error, null, `${hash.slice(0, 7)} sign-in: ${ok.error?.code}`);
+    const bad = await makeClient(other).signInWithPassword({ email, password: `${password}x` });
+    assertAuthError(bad.error, 400, 'invalid_credentials');
+    // After the rehash on login the password keeps working.
+    const again = await makeClient(other).signInWithPassword({ email, password });
+    assert.equal(again.error, null);
+  }
+  const junk = await admin.createUser({ email: uniqueEmail('junk-hash'), password_hash: 'not-a-hash' });
+  assert.ok(junk.error, 'an unrecognised password_hash is refused');
+  assert.ok(junk.error.status >= 400 && junk.error.status < 500, `status ${junk.error.status}`);
+});
+
+test('createUser with an explicit id; a re-created id does not revive old tokens', async () => {
+  const admin = adminClient(other).admin;
+  const id = '4b1c8f5e-2d3a-4c6b-9e7f-0a1b2c3d4e5f';
+  const email = uniqueEmail('fixed-id');
+  const created = await admin.createUser({ id, email, password: 'correct-horse-1', email_confirm: true });
+  assert.equal(created.error, null);
+  assert.equal(created.data.user.id, id);
+  const s = await makeClient(other).signInWithPassword({ email, password: 'correct-horse-1' });
+  assert.equal(s.error, null);
+  assert.equal((await admin.deleteUser(id)).error, null);
+
+  const again = await admin.createUser({ id, email, password: 'correct-horse-1', email_confirm: true });
+  assert.equal(again.error, null);
+  assert.equal(again.data.user.id, id);
+  const g = await getUserRaw(other, s.data.session.access_token);
+  assert.equal(g.status, 403, `old token after re-creation: ${g.text}`);
+  assert.equal((await refreshRaw(other, s.data.session.refresh_token)).status, 400);
+  // The new account works on its own.
+  const fresh = await makeClient(other).signInWithPassword({ email, password: 'correct-horse-1' });
+  assert.equal(fresh.error, null);
+});
+
+test('signing in with a password below the current policy returns weak_password with the session', async () => {
+  // An imported hash of "abc12" (5 characters, under PASSWORD_MIN_LENGTH=6).
+  const email = uniqueEmail('weak-import');
+  const { error } = await adminClient(other).admin.createUser({
+    email,
+    password_hash: '$2b$04$abcdefghijklmnopqrstuuJmzHF9IZOvqRPga2623qxrPxSP2Crqa',
+    email_confirm: true,
+  });
+  assert.equal(error, null);
+  const { data, error: e2 } = await makeClient(other).signInWithPassword({ email, password: 'abc12' });
+  assert.equal(e2, null);
+  assert.ok(data.session, 'the sign-in itself succeeds');
+  assert.ok(data.weakPassword, 'weak_password is reported alongside the session');
+  assert.deepEqual(data.weakPassword.reasons, ['length']);
+});

@@ -22,14 +22,16 @@ const ISSUER_HS = 'https://issuer.blackbox.test/auth/v1';
 
 let es; // ES256 (no JWT_SECRET)
 let hs; // HS256 with a custom issuer
+let aud; // ES256 with JWT_AUD=my-api
 
 before(async () => {
   es = await startServer({ JWT_SECRET: null });
   hs = await startServer({ JWT_SECRET: SECRET, JWT_ISSUER: ISSUER_HS });
+  aud = await startServer({ JWT_AUD: 'my-api' });
 });
 
 after(async () => {
-  await finish(es, hs);
+  await finish(es, hs, aud);
 });
 
 test('ES256: /.well-known/jwks.json publishes one public P-256 key with kid and alg ES256', async () => {
@@ -199,4 +201,16 @@ test('refreshed tokens keep the session id and carry fresh claims', async () => 
   assert.equal(c.user_metadata.color, 'blue');
   const JWKS = createRemoteJWKSet(new URL(`${es.url}/.well-known/jwks.json`));
   await jwtVerify(data.session.access_token, JWKS, { issuer: 'tessera', audience: 'authenticated' });
+});
+
+test('JWT_AUD sets the audience of issued tokens and is enforced', async () => {
+  const { session, user } = await newUser(aud);
+  const JWKS = createRemoteJWKSet(new URL(`${aud.url}/.well-known/jwks.json`));
+  const { payload } = await jwtVerify(session.access_token, JWKS, { issuer: 'tessera', audience: 'my-api' });
+  assert.equal(payload.sub, user.id);
+  assert.equal(user.aud, 'my-api');
+  assert.equal((await getUserRaw(aud, session.access_token)).status, 200);
+  // A token for the default audience, from another server with another key, is refused.
+  const other = await newUser(es);
+  assertApiError(await getUserRaw(aud, other.session.access_token), 403, 'bad_jwt');
 });

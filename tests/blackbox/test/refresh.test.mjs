@@ -18,14 +18,19 @@ import {
 
 let server; // default reuse interval (10 s)
 let strict; // SECURITY_REFRESH_TOKEN_REUSE_INTERVAL=1
+let norot; // SECURITY_REFRESH_TOKEN_REUSE_INTERVAL=1, SECURITY_REFRESH_TOKEN_ROTATION_ENABLED=false
 
 before(async () => {
   server = await startServer({});
   strict = await startServer({ SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: '1' });
+  norot = await startServer({
+    SECURITY_REFRESH_TOKEN_REUSE_INTERVAL: '1',
+    SECURITY_REFRESH_TOKEN_ROTATION_ENABLED: 'false',
+  });
 });
 
 after(async () => {
-  await finish(server, strict);
+  await finish(server, strict, norot);
 });
 
 test('refreshSession rotates the refresh token and keeps the session', async () => {
@@ -43,6 +48,8 @@ test('refreshSession rotates the refresh token and keeps the session', async () 
   const c0 = jwtPayload(s0.access_token);
   const c1 = jwtPayload(s1.access_token);
   assert.equal(c1.session_id, c0.session_id, 'same session after refresh');
+  assert.ok(c1.amr.some((a) => a.method === 'password'), `amr keeps the sign-in method: ${JSON.stringify(c1.amr)}`);
+  assert.equal(c1.aal, 'aal1');
   assert.equal(c1.sub, user.id);
 
   // Both the old and the new access token are still valid (same live session).
@@ -136,26 +143,38 @@ test('five concurrent refreshes of the same token all succeed', async () => {
   assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200], results.map((r) => r.text).join('\n'));
 });
 
-test('reuse after the interval gives refresh_token_already_used and revokes the whole session', async () => {
+// One wait past the 1 s reuse interval serves every after-the-interval check below.
+test('after the reuse interval: already-used detection, family revocation, rotation off', async () => {
+  // Chain A (strict): s0 → r1 → r2, plus a second login of the same user that must survive.
   const { session: s0, email, password } = await newUser(strict);
-  // A second login of the same user: a different session that must survive.
   const other = await makeClient(strict).signInWithPassword({ email, password });
   assert.equal(other.error, null);
   const r1 = await refreshRaw(strict, s0.refresh_token);
   assert.equal(r1.status, 200, r1.text);
   const r2 = await refreshRaw(strict, r1.body.refresh_token);
   assert.equal(r2.status, 200, r2.text);
-  // The session is fine before the reuse.
   assert.equal((await getUserRaw(strict, r2.body.access_token)).status, 200);
+
+  // Chain B (strict): p0 → p1; p0 is the parent of the active token.
+  const { session: p0 } = await newUser(strict);
+  const p1 = await refreshRaw(strict, p0.refresh_token);
+  assert.equal(p1.status, 200, p1.text);
+
+  // Chain C (rotation off): n0 → n1 → n2.
+  const { session: n0 } = await newUser(norot);
+  const n1 = await refreshRaw(norot, n0.refresh_token);
+  assert.equal(n1.status, 200, n1.text);
+  assert.notEqual(n1.body.refresh_token, n0.refresh_token);
+  const n2 = await refreshRaw(norot, n1.body.refresh_token);
+  assert.equal(n2.status, 200, n2.text);
 
   await sleep(2100); // > SECURITY_REFRESH_TOKEN_REUSE_INTERVAL (1 s), with margin for whole-second clocks
 
-  // s0's token was rotated twice; reusing it now is the theft signal.
+  // A: s0 was rotated twice; reusing it now is the theft signal.
   const { error } = await makeClient(strict).refreshSession({ refresh_token: s0.refresh_token });
   assertAuthError(error, 400, 'refresh_token_already_used');
   const rawAgain = await refreshRaw(strict, s0.refresh_token);
   assert.equal(rawAgain.status, 400, rawAgain.text);
-
   // The whole session is revoked: the current refresh token fails...
   const cur = await refreshRaw(strict, r2.body.refresh_token);
   assert.equal(cur.status, 400, `current refresh token must die too: ${cur.text}`);
@@ -166,10 +185,57 @@ test('reuse after the interval gives refresh_token_already_used and revokes the 
   // ...and every access token of the session is dead.
   assertApiError(await getUserRaw(strict, r2.body.access_token), 403, 'session_not_found');
   assertApiError(await getUserRaw(strict, s0.access_token), 403, 'session_not_found');
-
   // The user's other session is untouched.
   const g = await getUserRaw(strict, other.data.session.access_token);
   assert.equal(g.status, 200, g.text);
   const r = await refreshRaw(strict, other.data.session.refresh_token);
   assert.equal(r.status, 200, r.text);
+
+  // B: SPEC §6 — any reuse after the interval revokes the session, even of the active token's
+  // parent (GoTrue would hand back the active token here; Tessera is stricter on purpose).
+  const pReuse = await refreshRaw(strict, p0.refresh_token);
+  assertApiError(pReuse, 400, 'refresh_token_already_used');
+  assert.equal((await refreshRaw(strict, p1.body.refresh_token)).status, 400);
+  assertApiError(await getUserRaw(strict, p1.body.access_token), 403, 'session_not_found');
+
+  // C: with rotation disabled, the reuse is refused but the session is not revoked (GoTrue).
+  const nReuse = await refreshRaw(norot, n0.refresh_token);
+  assertApiError(nReuse, 400, 'refresh_token_already_used');
+  const nCur = await refreshRaw(norot, n2.body.refresh_token);
+  assert.equal(nCur.status, 200, nCur.text);
+  assert.equal((await getUserRaw(norot, n2.body.access_token)).status, 200);
+});
+
+test('auth-js refreshes by itself when the token is about to expire (JWT_EXP=30)', async () => {
+  const short = await startServer({ JWT_EXP: '30' });
+  try {
+    const { client, session } = await newUser(short);
+    assert.equal(session.expires_in, 30);
+    // auth-js treats a session expiring within 90 s as expired and refreshes it in getSession().
+    const { data, error } = await client.getSession();
+    assert.equal(error, null);
+    assert.ok(data.session);
+    assert.notEqual(data.session.refresh_token, session.refresh_token, 'getSession() should have refreshed');
+    assert.equal((await getUserRaw(short, data.session.access_token)).status, 200);
+  } finally {
+    await finish(short);
+  }
+});
+
+test('JWT_EXP below the 30 s floor is refused or raised to 30', async () => {
+  let low;
+  try {
+    low = await startServer({ JWT_EXP: '5' });
+  } catch (e) {
+    assert.match(String(e.message), /JWT_EXP/i, 'a refusal should name the setting');
+    return;
+  }
+  try {
+    const { session } = await newUser(low);
+    assert.ok(session.expires_in >= 30, `expires_in ${session.expires_in}`);
+    const c = jwtPayload(session.access_token);
+    assert.ok(c.exp - c.iat >= 30);
+  } finally {
+    await finish(low);
+  }
 });

@@ -33,12 +33,16 @@ test('after SIGTERM and restart: same key, tokens, sessions and revocations', as
   assert.equal((await api(server, 'POST', '/logout', { token: gone.session.access_token })).status, 204);
   const kidBefore = (await api(server, 'GET', '/.well-known/jwks.json')).body.keys.map((k) => k.kid).sort();
 
+  const serviceBefore = server.serviceKey;
   const info = await server.restart('SIGTERM');
   assert.equal(info.code, 0, `graceful stop: ${JSON.stringify(info)}`);
 
   const kidAfter = (await api(server, 'GET', '/.well-known/jwks.json')).body.keys.map((k) => k.kid).sort();
   assert.deepEqual(kidAfter, kidBefore, 'the signing key persists across restarts');
   assert.equal(jwtPayload(server.anonKey).role, 'anon');
+  // The service key handed out before the restart is still an admin credential.
+  const list = await api(server, 'GET', '/admin/users', { token: serviceBefore });
+  assert.equal(list.status, 200, list.text);
 
   // Tokens issued before the restart still verify and their session still exists.
   const me = await getUserRaw(server, alive.session.access_token);

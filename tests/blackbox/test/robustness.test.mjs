@@ -142,15 +142,27 @@ test('racing refreshes and a logout of the same session end consistently', async
   }
 });
 
+/** `rounds` times: N concurrent metadata updates of one user, each with its own key; all must stick. */
+async function mergeRace(prefix, send, rounds = 4, n = 100) {
+  for (let round = 0; round < rounds; round++) {
+    const u = await newUser(server, { prefix: `${prefix}-${round}` });
+    const results = await Promise.all(Array.from({ length: n }, (_, i) => send(u, `k${i}`, i)));
+    assert.deepEqual([...new Set(results.map((r) => r.status))], [200], results.find((r) => r.status !== 200)?.text);
+    const me = await getUserRaw(server, u.session.access_token);
+    const lost = [];
+    for (let i = 0; i < n; i++) if (me.body.user_metadata[`k${i}`] !== i) lost.push(`k${i}`);
+    assert.deepEqual(lost, [], `round ${round}: ${lost.length} of ${n} concurrent updates lost`);
+  }
+}
+
 test('concurrent updateUser calls each merge their key (no lost update)', async () => {
-  const u = await newUser(server, { prefix: 'merge-race' });
-  const results = await Promise.all(
-    Array.from({ length: 10 }, (_, i) =>
-      api(server, 'PUT', '/user', { token: u.session.access_token, body: { data: { [`k${i}`]: i } } })),
-  );
-  assert.deepEqual(results.map((r) => r.status), Array(10).fill(200));
-  const me = await getUserRaw(server, u.session.access_token);
-  for (let i = 0; i < 10; i++) assert.equal(me.body.user_metadata[`k${i}`], i, `k${i} lost: ${JSON.stringify(me.body.user_metadata)}`);
+  await mergeRace('merge-race', (u, k, v) =>
+    api(server, 'PUT', '/user', { token: u.session.access_token, body: { data: { [k]: v } } }));
+});
+
+test('concurrent admin updateUserById calls each merge their key (no lost update)', async () => {
+  await mergeRace('admin-merge-race', (u, k, v) =>
+    api(server, 'PUT', `/admin/users/${u.user.id}`, { token: server.serviceKey, body: { user_metadata: { [k]: v } } }));
 });
 
 test('concurrent anonymous sign-ins and password logins do not 5xx', async () => {
@@ -161,4 +173,92 @@ test('concurrent anonymous sign-ins and password logins do not 5xx', async () =>
   }
   const results = await Promise.all(jobs);
   for (const r of results) assert.equal(r.status, 200, r.text);
+});
+
+test('deleting a user while it logs in, refreshes and updates: no 5xx, nothing survives', async () => {
+  for (let round = 0; round < 8; round++) {
+    const u = await newUser(server, { prefix: `del-race-${round}` });
+    const results = await Promise.all([
+      refreshRaw(server, u.session.refresh_token),
+      passwordRaw(server, u.email, u.password),
+      api(server, 'DELETE', `/admin/users/${u.user.id}`, { token: server.serviceKey, body: { should_soft_delete: false } }),
+      refreshRaw(server, u.session.refresh_token),
+      passwordRaw(server, u.email, u.password),
+      api(server, 'PUT', '/user', { token: u.session.access_token, body: { data: { racing: round } } }),
+      getUserRaw(server, u.session.access_token),
+      api(server, 'POST', '/logout?scope=others', { token: u.session.access_token }),
+    ]);
+    const del = results[2];
+    assert.equal(del.status, 200, `delete: ${del.text}`);
+    for (const r of results) assert.ok(r.status < 500, `${r.status} ${r.text}`);
+    // Every session that any of these requests produced is dead now.
+    for (const r of results) {
+      if (r.status === 200 && r.body?.access_token) {
+        const g = await getUserRaw(server, r.body.access_token);
+        assert.equal(g.status, 403, `round ${round}: a token issued during the delete race still works: ${g.text}`);
+        assert.equal((await refreshRaw(server, r.body.refresh_token)).status, 400);
+      }
+    }
+    assert.equal((await getUserRaw(server, u.session.access_token)).status, 403);
+    assert.equal((await passwordRaw(server, u.email, u.password)).status, 400);
+  }
+});
+
+test('banning a user while it logs in and refreshes: nothing issued survives the ban', async () => {
+  for (let round = 0; round < 5; round++) {
+    const u = await newUser(server, { prefix: `ban-race-${round}` });
+    const results = await Promise.all([
+      refreshRaw(server, u.session.refresh_token),
+      passwordRaw(server, u.email, u.password),
+      api(server, 'PUT', `/admin/users/${u.user.id}`, { token: server.serviceKey, body: { ban_duration: '1h' } }),
+      passwordRaw(server, u.email, u.password),
+      refreshRaw(server, u.session.refresh_token),
+    ]);
+    assert.equal(results[2].status, 200, results[2].text);
+    for (const r of results) assert.ok(r.status < 500, `${r.status} ${r.text}`);
+    for (const r of results) {
+      if (r.status === 200 && r.body?.access_token) {
+        const g = await getUserRaw(server, r.body.access_token);
+        assert.equal(g.status, 403, `round ${round}: a token issued during the ban race still works: ${g.text}`);
+      }
+    }
+    const again = await passwordRaw(server, u.email, u.password);
+    assertApiError(again, 400, 'user_banned');
+  }
+});
+
+test('mixed concurrent load: no 5xx and the server stays consistent', async () => {
+  const users = [];
+  for (let i = 0; i < 4; i++) users.push(await newUser(server, { prefix: `mixed-${i}` }));
+  const tokens = users.map((u) => ({ ...u, rt: u.session.refresh_token, at: u.session.access_token }));
+  const ops = [];
+  for (let i = 0; i < 120; i++) {
+    const t = tokens[i % tokens.length];
+    switch (i % 6) {
+      case 0: ops.push(() => getUserRaw(server, t.at)); break;
+      case 1: ops.push(async () => {
+        const r = await refreshRaw(server, t.rt);
+        if (r.status === 200) { t.rt = r.body.refresh_token; t.at = r.body.access_token; }
+        return r;
+      }); break;
+      case 2: ops.push(() => passwordRaw(server, t.email, t.password)); break;
+      case 3: ops.push(() => api(server, 'PUT', '/user', { token: t.at, body: { data: { n: i } } })); break;
+      case 4: ops.push(() => api(server, 'GET', '/admin/users?page=1&per_page=5', { token: server.serviceKey })); break;
+      default: ops.push(() => api(server, 'POST', '/signup', { body: { email: uniqueEmail('mixed-new'), password: 'correct-horse-1' } }));
+    }
+  }
+  const statuses = {};
+  let next = 0;
+  await Promise.all(Array.from({ length: 12 }, async () => {
+    while (next < ops.length) {
+      const r = await ops[next++]();
+      statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+    }
+  }));
+  const bad = Object.keys(statuses).filter((s) => !['200', '400'].includes(s));
+  assert.deepEqual(bad, [], `statuses: ${JSON.stringify(statuses)}`);
+  for (const t of tokens) {
+    const r = await refreshRaw(server, t.rt);
+    assert.equal(r.status, 200, `latest refresh token of ${t.email}: ${r.text}`);
+  }
 });

@@ -302,3 +302,19 @@ test('ten concurrent signups of one email: exactly one wins, the rest are user_a
   const list = await api(confirmOn, 'GET', '/admin/users?per_page=1000', { token: confirmOn.serviceKey });
   assert.equal(list.body.users.filter((u) => u.email === email).length, 1);
 });
+
+test('a PKCE-flow client (as @supabase/ssr uses) can sign up, with a redirect', async () => {
+  for (const [srv, expectSession] of [[confirmOn, true], [confirmOff, false]]) {
+    const c = makeClient(srv, { flowType: 'pkce' });
+    const email = uniqueEmail('pkce');
+    const { data, error } = await c.signUp({
+      email,
+      password: 'correct-horse-12',
+      options: { emailRedirectTo: 'http://localhost:3000/welcome', data: { via: 'pkce' } },
+    });
+    assert.equal(error, null, error?.message);
+    assert.equal(Boolean(data.session), expectSession);
+    assert.equal(data.user.email, email);
+    assert.equal(data.user.user_metadata.via, 'pkce');
+  }
+});

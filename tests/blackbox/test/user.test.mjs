@@ -14,6 +14,7 @@ import {
   assertApiError,
   assertAuthError,
   api,
+  jwtPayload,
 } from '../lib/server.mjs';
 
 let server;
@@ -137,4 +138,73 @@ test('updateUser to the same password gives same_password 422', async () => {
 test('PUT /user without a token is 401 no_authorization', async () => {
   const res = await api(server, 'PUT', '/user', { body: { data: { x: 1 } } });
   assertApiError(res, 401, 'no_authorization');
+});
+
+test('updateUser({email}) with autoconfirm: the new email signs in, a taken one is email_exists 422', async () => {
+  const a = await newUser(server, { prefix: 'email-change' });
+  const b = await newUser(server, { prefix: 'email-taken' });
+  const taken = await a.client.updateUser({ email: b.email });
+  assertAuthError(taken.error, 422, 'email_exists');
+  const takenCase = await a.client.updateUser({ email: b.email.toUpperCase() });
+  assertAuthError(takenCase.error, 422, 'email_exists');
+
+  const fresh = `changed-${Date.now()}@example.com`;
+  const { data, error } = await a.client.updateUser({ email: fresh });
+  assert.equal(error, null);
+  // GoTrue applies the change at once when MAILER_AUTOCONFIRM is on (or reports it as pending
+  // in new_email); either way the old address must still be usable until it is confirmed.
+  if (data.user.email === fresh) {
+    const ok = await makeClient(server).signInWithPassword({ email: fresh, password: a.password });
+    assert.equal(ok.error, null);
+    const old = await makeClient(server).signInWithPassword({ email: a.email, password: a.password });
+    assertAuthError(old.error, 400, 'invalid_credentials');
+  } else {
+    assert.equal(data.user.new_email, fresh);
+  }
+});
+
+test('user_metadata cannot inject claims: role, sub, aud, session_id stay the server\'s', async () => {
+  const { client, user, session } = await newUser(server);
+  const upd = await client.updateUser({
+    data: { role: 'service_role', sub: '00000000-0000-4000-8000-000000000000', aud: 'evil', session_id: 'x', is_anonymous: true },
+  });
+  assert.equal(upd.error, null);
+  assert.equal(upd.data.user.role, 'authenticated');
+  const { data, error } = await client.refreshSession();
+  assert.equal(error, null);
+  const c = jwtPayload(data.session.access_token);
+  assert.equal(c.role, 'authenticated');
+  assert.equal(c.sub, user.id);
+  assert.equal(c.aud, 'authenticated');
+  assert.equal(c.session_id, jwtPayload(session.access_token).session_id);
+  assert.equal(c.is_anonymous, false);
+  assert.equal(c.user_metadata.role, 'service_role', 'the value lives inside user_metadata only');
+  const adm = await api(server, 'GET', '/admin/users', { token: data.session.access_token });
+  assertApiError(adm, 403, 'not_admin');
+});
+
+test('oversized metadata is refused with a 4xx, or else the resulting tokens still work', async () => {
+  for (const kb of [16, 64, 512]) {
+    const su = await api(server, 'POST', '/signup', {
+      body: { email: `big-meta-${kb}-${Date.now()}@example.com`, password: 'correct-horse-1', data: { blob: 'z'.repeat(kb * 1024) } },
+    });
+    if (su.status === 200) {
+      const g = await getUserRaw(server, su.body.access_token);
+      assert.equal(g.status, 200, `${kb} KiB of metadata was accepted but its token is unusable: ${g.status}`);
+    } else {
+      assert.ok(su.status >= 400 && su.status < 500, `${kb} KiB: ${su.status} ${su.text.slice(0, 120)}`);
+    }
+  }
+  // Growing metadata step by step through PUT /user obeys the same rule.
+  const { session } = await newUser(server);
+  for (let i = 0; i < 12; i++) {
+    const r = await api(server, 'PUT', '/user', { token: session.access_token, body: { data: { [`p${i}`]: 'y'.repeat(4096) } } });
+    if (r.status !== 200) {
+      assert.ok(r.status >= 400 && r.status < 500, `${r.status} ${r.text.slice(0, 120)}`);
+      break;
+    }
+  }
+  const rf = await refreshRaw(server, session.refresh_token);
+  assert.equal(rf.status, 200, rf.text.slice(0, 200));
+  assert.equal((await getUserRaw(server, rf.body.access_token)).status, 200);
 });

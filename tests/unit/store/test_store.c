@@ -404,7 +404,9 @@ static void test_user_update(void **state)
     u->updated_at = T0 + 7;
     u->created_at = T0 + 1000; /* must be ignored: created_at never changes */
     json_object_set_new(u->user_metadata, "k", json_integer(42));
-    assert_int_equal(ts_store_user_update(f->st, u), TS_OK);
+    /* Compare-and-swap: a copy read before another write is refused as stale. */
+    assert_int_equal(ts_store_user_update(f->st, u, T0 - 1), TS_E_STALE);
+    assert_int_equal(ts_store_user_update(f->st, u, T0), TS_OK);
 
     struct ts_user *g = NULL;
     assert_int_equal(ts_store_user_get(f->st, u->id, &g), TS_OK);
@@ -425,7 +427,8 @@ static void test_user_update(void **state)
 
     /* Clearing a time writes NULL (0). */
     u->banned_until = 0;
-    assert_int_equal(ts_store_user_update(f->st, u), TS_OK);
+    u->updated_at = T0 + 8;
+    assert_int_equal(ts_store_user_update(f->st, u, T0 + 7), TS_OK);
     assert_int_equal(ts_store_user_get(f->st, u->id, &g), TS_OK);
     assert_int_equal(g->banned_until, 0);
     ts_user_free(g);
@@ -433,14 +436,15 @@ static void test_user_update(void **state)
     /* Taking another user's e-mail: conflict, nothing changed. */
     free(u->email);
     u->email = ts_xstrdup("other@example.com");
-    assert_int_equal(ts_store_user_update(f->st, u), TS_E_CONFLICT);
+    u->updated_at = T0 + 9;
+    assert_int_equal(ts_store_user_update(f->st, u, T0 + 8), TS_E_CONFLICT);
     assert_int_equal(ts_store_user_get(f->st, u->id, &g), TS_OK);
     assert_string_equal(g->email, "new@example.com");
     ts_user_free(g);
 
     /* An unknown user. */
     struct ts_user *ghost = new_user("ghost@example.com", NULL, T0);
-    assert_int_equal(ts_store_user_update(f->st, ghost), TS_E_NOT_FOUND);
+    assert_int_equal(ts_store_user_update(f->st, ghost, T0), TS_E_NOT_FOUND);
     ts_user_free(ghost);
     ts_user_free(u);
     ts_user_free(other);
