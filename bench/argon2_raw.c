@@ -96,8 +96,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "argon2_raw: crypto_pwhash_str failed (out of memory?)\n");
         return 1;
     }
-    printf("ARGON2 threads=%d hashes=%ld seconds=%.3f rate=%.2f ms_per_hash=%.2f\n", threads,
-           total, seconds, rate, rate > 0 ? 1000.0 * threads / rate : 0.0);
+    printf("ARGON2 threads=%d hashes=%ld seconds=%.3f rate=%.2f ms_per_hash=%.2f\n", threads, total,
+           seconds, rate, rate > 0 ? 1000.0 * threads / rate : 0.0);
     free(ws);
     return 0;
 }

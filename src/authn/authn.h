@@ -25,6 +25,7 @@
 struct ts_password_params {
     uint32_t memory_kib; /* argon2id m */
     uint32_t iterations; /* argon2id t; p is always 1 */
+    int nice;            /* hash pool only: niceness of the worker threads (0 = as the caller) */
 };
 
 /* Hashes password with argon2id (libsodium) into a PHC string (heap; the caller frees).

@@ -6,15 +6,19 @@
  * them. Here they wait in a bounded FIFO; when it is full the submitter is told at
  * once (TS_E_BUSY -> 429), so overload is refused quickly instead of timing out.
  *
- * Memory: glibc would mmap and unmap the 19 MiB argon2 buffer on every hash, and
- * first-touching fresh pages costs ~40 ms per hash on these VMs (perf-facts.md). The
- * server raises the mmap threshold at start (see cli_serve.c), so each worker's
- * arena keeps its buffer warm between hashes.
+ * Memory: libsodium maps its argon2 buffer with mmap(2) and unmaps it after every hash,
+ * whatever the allocator's settings, so its pages are always fresh: measured here, 4,864
+ * page faults (19 MiB) per hash, about a quarter of its 22-33 ms. No libsodium API takes a
+ * caller's buffer; the reference libargon2, which does, computes 1.4-1.7x slower, which
+ * costs more than the faults (docs/internals/authn.md).
  */
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "authn.h"
 
@@ -104,6 +108,11 @@ static void run_job(struct ts_hashpool *pool, struct ts_hash_job *job)
 static void *worker_main(void *arg)
 {
     struct ts_hashpool *pool = arg;
+    /* Linux applies niceness per thread. A niced worker yields the CPU to the HTTP threads
+     * whenever they have work, so a login storm slows logins, not token checks. */
+    if (pool->params.nice > 0 &&
+        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), pool->params.nice) != 0)
+        ts_log_warn("hash worker: cannot set niceness %d", pool->params.nice);
     pthread_mutex_lock(&pool->lock);
     for (;;) {
         while (!pool->head && !pool->stopping)

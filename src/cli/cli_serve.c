@@ -1,7 +1,6 @@
 /*
  * cli_serve.c - shared start-up (configuration, store, keys) and `tessera serve`.
  */
-#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -155,11 +154,6 @@ int cli_serve(int argc, char **argv)
         ts_config_free(&env.cfg);
         return code;
     }
-    /* Keep argon2's 19 MiB buffers in the hash workers' heaps instead of mapping and
-     * unmapping them per hash: first-touching fresh pages costs ~40 ms (perf-facts.md). */
-    mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024);
-    mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024);
-
     /* Signals are taken synchronously by this thread; every thread started below inherits
      * the mask, so none of them is interrupted. */
     sigset_t sigs;

@@ -72,6 +72,8 @@ static const struct knob knobs[] = {
      "argon2id memory cost m, KiB"},
     {"PASSWORD_HASH_ITERATIONS", K_INT, OFF(password_hash_iterations), "2", 1, 100,
      "argon2id time cost t"},
+    {"PASSWORD_HASH_NICE", K_INT, OFF(password_hash_nice), "10", 0, 19,
+     "niceness of the hash workers: above 0, token checks win the CPU during a login storm"},
     {"HTTP_THREADS", K_INT, OFF(http_threads), NULL, 1, 256,
      "HTTP threads, each polling its share of connections (default: the number of cores)"},
     {"HTTP_MAX_BODY", K_INT, OFF(http_max_body), "1048576", 1024, 64 * 1048576LL,

@@ -41,6 +41,7 @@ struct ts_config {
     int64_t password_hash_queue;      /* jobs waiting beyond the busy workers */
     int64_t password_hash_memory_kib; /* argon2id m */
     int64_t password_hash_iterations; /* argon2id t */
+    int64_t password_hash_nice;       /* niceness of the hash workers, 0..19 */
     int64_t http_threads;
     int64_t http_max_body;           /* bytes; 413 beyond */
     int64_t http_max_header_bytes;   /* per-connection header memory */
