@@ -226,12 +226,10 @@ void api_own_user(struct ts_http_req *req, struct ts_user *u)
     ts_arena_defer(ts_http_arena(req), free_user, u);
 }
 
-bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user)
+bool api_verify_bearer(struct ts_http_req *req, struct ts_principal *p)
 {
     struct ts_api *api = ts_http_app(req);
     const char *h = ts_http_header(req, "Authorization");
-    if (user)
-        *user = NULL;
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) {
         api_error(req, ERR_NO_AUTHORIZATION, NULL);
         return false;
@@ -257,12 +255,16 @@ bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts
         api_error(req, ERR_BAD_JWT, NULL);
         return false;
     }
-    if (!p->sub[0])
-        return true; /* an API key: no session to check */
+    return true;
+}
+
+bool api_check_session(struct ts_http_req *req, const struct ts_principal *p, struct ts_user **user)
+{
+    struct ts_api *api = ts_http_app(req);
     struct ts_user *u = NULL;
     /* Every user request checks that its session still exists: this is what makes logout,
      * refresh-token reuse detection and user deletion take effect at once. */
-    rc = ts_store_session_user(api->store, p->session_id, p->sub, &u);
+    enum ts_rc rc = ts_store_session_user(api->store, p->session_id, p->sub, &u);
     if (rc == TS_E_NOT_FOUND) {
         api_error(req, ERR_SESSION_NOT_FOUND, NULL);
         return false;
@@ -277,6 +279,21 @@ bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts
         return false;
     }
     api_req(req)->user_id = u->id;
+    *user = u;
+    return true;
+}
+
+bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user)
+{
+    struct ts_user *u = NULL;
+    if (user)
+        *user = NULL;
+    if (!api_verify_bearer(req, p))
+        return false;
+    if (!p->sub[0])
+        return true; /* an API key: no session to check */
+    if (!api_check_session(req, p, &u))
+        return false;
     if (user)
         *user = u;
     return true;
@@ -781,6 +798,7 @@ struct ts_api *ts_api_new(const struct ts_api_deps *deps)
     api->store = deps->store;
     api->keyring = deps->keyring;
     api->pool = deps->hashpool;
+    api->user_cache = api_user_cache_new(API_USER_CACHE_SLOTS);
     size_t n = 1;
     for (const char *c = api->cfg->jwt_admin_roles; *c; c++)
         n += *c == ',';
@@ -809,6 +827,7 @@ void ts_api_free(struct ts_api *api)
     for (char **r = api->admin_roles; *r; r++)
         free(*r);
     free(api->admin_roles);
+    api_user_cache_free(api->user_cache);
     free(api);
 }
 

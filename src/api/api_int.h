@@ -14,8 +14,26 @@ struct ts_api {
     struct ts_store *store;
     struct ts_keyring *keyring;
     struct ts_hashpool *pool;
-    char **admin_roles; /* split JWT_ADMIN_ROLES, NULL-terminated */
+    char **admin_roles;                /* split JWT_ADMIN_ROLES, NULL-terminated */
+    struct api_user_cache *user_cache; /* GET /user answers by session (api_cache.c) */
 };
+
+/*
+ * The GET /user cache: the User text last served for a session, valid while the store's epoch
+ * (ts_store_epoch) has not moved since it was read. Any committed change to a user or session
+ * moves the epoch, so an entry never outlives a logout, deletion, ban or update; it only
+ * spares the session check's read when nothing changed.
+ */
+#define API_USER_CACHE_SLOTS 4096
+struct api_user_cache;
+struct api_user_cache *api_user_cache_new(size_t slots);
+void api_user_cache_free(struct api_user_cache *c);
+/* Copies the text cached for (session_id, user_id) at epoch into the arena; false on a miss. */
+bool api_user_cache_get(struct api_user_cache *c, const char *session_id, const char *user_id,
+                        uint64_t epoch, struct ts_arena *a, const char **text, size_t *len);
+/* Caches text for (session_id, user_id), read at epoch (read before the data). */
+void api_user_cache_put(struct api_user_cache *c, const char *session_id, const char *user_id,
+                        uint64_t epoch, const char *text, size_t len);
 
 /* Per-request state kept by this module (ts_http_app_data). */
 struct api_req {
@@ -101,6 +119,12 @@ char *api_normalize_email(struct ts_http_req *req, const char *email);
 
 /* ---- authentication ---- */
 
+/* Verifies the bearer token alone (signature, claims); answers and returns false on failure. */
+bool api_verify_bearer(struct ts_http_req *req, struct ts_principal *p);
+/* Checks that a user token's session exists and its user is not banned, and loads the user
+ * (owned by the request); answers and returns false on failure. */
+bool api_check_session(struct ts_http_req *req, const struct ts_principal *p,
+                       struct ts_user **user);
 /* Verifies the bearer token and, for user tokens, that its session exists. On success fills
  * *p and (for user tokens) *user (owned by the request). On failure answers and returns false. */
 bool api_authenticate(struct ts_http_req *req, struct ts_principal *p, struct ts_user **user);

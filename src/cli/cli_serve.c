@@ -10,6 +10,7 @@
 #include "cli.h"
 
 #define KEY_RELOAD_US (5LL * 1000000) /* how often serve re-reads the signing keys */
+#define EXTERNAL_POLL_US 100000       /* how often serve looks for other processes' commits */
 
 int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usage, bool *done)
 {
@@ -203,16 +204,23 @@ int cli_serve(int argc, char **argv)
                 TS_VERSION, env.cfg.listen, (unsigned)ts_http_port(srv),
                 (long long)env.cfg.http_threads, (long long)env.cfg.password_hash_workers,
                 env.cfg.jwt_secret[0] ? "HS256" : "ES256");
+    int64_t next_reload = ts_mono_us() + KEY_RELOAD_US;
     for (;;) {
-        struct timespec wait = {.tv_sec = KEY_RELOAD_US / 1000000, .tv_nsec = 0};
+        struct timespec wait = {.tv_sec = 0, .tv_nsec = EXTERNAL_POLL_US * 1000};
         int sig = sigtimedwait(&sigs, NULL, &wait);
         if (sig == SIGTERM || sig == SIGINT) {
             ts_log_info("signal %d: stopping", sig);
             break;
         }
+        /* Changes committed by another process (the CLI deleting a user, say) reach this
+         * server's caches within EXTERNAL_POLL_US. */
+        ts_store_poll_external(env.store);
         /* A rotation by `tessera jwt rotate` reaches this server within KEY_RELOAD_US. */
-        if (ts_keyring_reload(env.keyring) != TS_OK)
-            ts_log_warn("signing keys could not be re-read; keeping the current set");
+        if (ts_mono_us() >= next_reload) {
+            next_reload = ts_mono_us() + KEY_RELOAD_US;
+            if (ts_keyring_reload(env.keyring) != TS_OK)
+                ts_log_warn("signing keys could not be re-read; keeping the current set");
+        }
     }
 out:
     ts_http_stop(srv, 10000);

@@ -7,6 +7,29 @@
 
 #include "store_int.h"
 
+void ts__store_bump_epoch(struct ts_store *st)
+{
+    atomic_fetch_add(&st->epoch, 1);
+}
+
+uint64_t ts_store_epoch(struct ts_store *st)
+{
+    return atomic_load(&st->epoch);
+}
+
+void ts_store_poll_external(struct ts_store *st)
+{
+    st->ops->poll_external(st);
+}
+
+/* Passes rc through, bumping the epoch when a change was committed. */
+static enum ts_rc changed(struct ts_store *st, enum ts_rc rc)
+{
+    if (rc == TS_OK)
+        ts__store_bump_epoch(st);
+    return rc;
+}
+
 struct ts_user *ts_user_new(void)
 {
     struct ts_user *u = ts_xcalloc(1, sizeof(*u));
@@ -116,12 +139,12 @@ enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const char *email, st
 enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u,
                                 int64_t expected_updated_at)
 {
-    return st->ops->user_update(st, u, expected_updated_at);
+    return changed(st, st->ops->user_update(st, u, expected_updated_at));
 }
 
 enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id)
 {
-    return st->ops->user_delete(st, id);
+    return changed(st, st->ops->user_delete(st, id));
 }
 
 enum ts_rc ts_store_user_list(struct ts_store *st, int64_t offset, int64_t limit,
@@ -140,13 +163,14 @@ enum ts_rc ts_store_password_set(struct ts_store *st, const char *user_id, const
                                  const char *expect_old, bool revoke, const char *keep_session,
                                  int64_t now)
 {
-    return st->ops->password_set(st, user_id, hash, expect_old, revoke, keep_session, now);
+    return changed(st,
+                   st->ops->password_set(st, user_id, hash, expect_old, revoke, keep_session, now));
 }
 
 enum ts_rc ts_store_session_create(struct ts_store *st, const struct ts_session_new *s,
                                    char session_id[TS_STORE_ID_LEN + 1])
 {
-    return st->ops->session_create(st, s, session_id);
+    return changed(st, st->ops->session_create(st, s, session_id));
 }
 
 enum ts_rc ts_store_session_user(struct ts_store *st, const char *session_id, const char *user_id,
@@ -157,19 +181,24 @@ enum ts_rc ts_store_session_user(struct ts_store *st, const char *session_id, co
 
 enum ts_rc ts_store_session_delete(struct ts_store *st, const char *session_id)
 {
-    return st->ops->session_delete(st, session_id);
+    return changed(st, st->ops->session_delete(st, session_id));
 }
 
 enum ts_rc ts_store_sessions_delete_for_user(struct ts_store *st, const char *user_id,
                                              const char *except_session, int64_t *deleted)
 {
-    return st->ops->sessions_delete_for_user(st, user_id, except_session, deleted);
+    return changed(st, st->ops->sessions_delete_for_user(st, user_id, except_session, deleted));
 }
 
 enum ts_rc ts_store_refresh_rotate(struct ts_store *st, const struct ts_refresh_request *req,
                                    struct ts_refresh_result *out)
 {
-    return st->ops->refresh_rotate(st, req, out);
+    enum ts_rc rc = st->ops->refresh_rotate(st, req, out);
+    /* Only a detected reuse changes what readers see (its session is gone); a plain
+     * rotation does not, and must not empty caches thousands of times a second. */
+    if (rc == TS_OK && out->outcome == TS_REFRESH_ALREADY_USED)
+        ts__store_bump_epoch(st);
+    return rc;
 }
 
 enum ts_rc ts_store_signing_keys_list(struct ts_store *st, struct ts_signing_key_row **out,

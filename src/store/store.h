@@ -206,6 +206,20 @@ TS_NODISCARD enum ts_rc ts_store_signing_key_insert(struct ts_store *st,
 TS_NODISCARD enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const char *kid,
                                                      int64_t now, int64_t drop_before);
 
+/* ---- change epoch: lets callers cache what they read about users and sessions ---- */
+
+/*
+ * A number that grows whenever a user or a session may have changed: every successful write
+ * through this store that deletes or alters a session or a user (new sessions included, since
+ * they change last_sign_in_at), and, once ts_store_poll_external notices them, commits made by
+ * other processes. A cache entry filled from reads that started at epoch E is valid while the
+ * epoch is still E. Read it before reading the data it guards.
+ */
+uint64_t ts_store_epoch(struct ts_store *st);
+/* Looks for commits by other processes (e.g. the CLI) and bumps the epoch if there were any.
+ * The server calls it every 100 ms. */
+void ts_store_poll_external(struct ts_store *st);
+
 /* ---- audit log: security events (sign-ins, failures, revocations, admin changes) ---- */
 /* Best effort: a failure is logged, never returned, so auditing cannot block a sign-in. */
 void ts_store_audit(struct ts_store *st, const char *event, const char *actor, const char *target,

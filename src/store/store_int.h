@@ -5,6 +5,8 @@
 #ifndef TS_STORE_INT_H
 #define TS_STORE_INT_H
 
+#include <stdatomic.h>
+
 #include "store.h"
 
 struct ts_store_ops {
@@ -40,13 +42,19 @@ struct ts_store_ops {
     enum ts_rc (*signing_key_insert)(struct ts_store *st, const struct ts_signing_key_row *row);
     enum ts_rc (*signing_key_promote)(struct ts_store *st, const char *kid, int64_t now,
                                       int64_t drop_before);
+    /* Bumps the epoch when another process (or connection) committed since the last call. */
+    void (*poll_external)(struct ts_store *st);
     void (*audit)(struct ts_store *st, const char *event, const char *actor, const char *target,
                   const char *ip, const char *meta_json);
 };
 
 struct ts_store {
     const struct ts_store_ops *ops;
+    _Atomic uint64_t epoch; /* see ts_store_epoch; bumped by store.c and by poll_external */
 };
+
+/* Records that users or sessions changed (after the commit). */
+void ts__store_bump_epoch(struct ts_store *st);
 
 /* Backend constructors; path is the part of the URL after the scheme. */
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,

@@ -188,7 +188,8 @@ static const char *const migrations[] = {
       "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < ?1")                \
     X(AUDIT_INSERT, "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "           \
                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                              \
-    X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")
+    X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
+    X(DATA_VERSION, "PRAGMA data_version")
 
 enum stmt_id {
 #define STMT_ENUM(id, sql) S_##id,
@@ -216,6 +217,8 @@ struct sq_store {
     pthread_mutex_t pool_lock;
     struct sq_conn *idle;       /* connections not in use */
     pthread_mutex_t write_lock; /* serialises this process's write transactions */
+    struct sq_conn *watch;      /* poll_external's own connection, or NULL */
+    int64_t watch_version;      /* its last PRAGMA data_version */
 };
 
 static struct sq_store *sq(struct ts_store *st)
@@ -478,6 +481,8 @@ static void sq_close(struct ts_store *st)
         s->idle = c->next;
         conn_close(c);
     }
+    if (s->watch)
+        conn_close(s->watch);
     pthread_mutex_destroy(&s->pool_lock);
     pthread_mutex_destroy(&s->write_lock);
     free(s->path);
@@ -1239,6 +1244,27 @@ static void sq_audit(struct ts_store *st, const char *event, const char *actor, 
     release(s, c);
 }
 
+/* PRAGMA data_version changes when any *other* connection committed since this one last
+ * looked: the CLI, but also this process's pooled connections, so some bumps are spurious,
+ * which only costs cache refills. */
+static void sq_poll_external(struct ts_store *st)
+{
+    struct sq_store *s = sq(st);
+    if (!s->watch && conn_open(s, &s->watch) != TS_OK)
+        return;
+    sqlite3_stmt *q = stmt(s->watch, S_DATA_VERSION);
+    if (!q)
+        return;
+    if (sqlite3_step(q) == SQLITE_ROW) {
+        int64_t v = sqlite3_column_int64(q, 0);
+        if (v != s->watch_version) {
+            s->watch_version = v;
+            ts__store_bump_epoch(st);
+        }
+    }
+    done(q);
+}
+
 static const struct ts_store_ops sqlite_ops = {
     .close = sq_close,
     .migrate = sq_migrate,
@@ -1262,6 +1288,7 @@ static const struct ts_store_ops sqlite_ops = {
     .signing_keys_list = sq_signing_keys_list,
     .signing_key_insert = sq_signing_key_insert,
     .signing_key_promote = sq_signing_key_promote,
+    .poll_external = sq_poll_external,
     .audit = sq_audit,
 };
 
