@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "config.h"
 #include "log.h"
@@ -156,14 +157,21 @@ static enum ts_rc apply(struct ts_config *c, const struct knob *k, const char *v
 
 static enum ts_rc validate(struct ts_config *c, char **err)
 {
-    static const char *levels[] = {"debug", "info", "warn", "error"};
-    bool ok = false;
-    for (size_t i = 0; i < TS_ARRAY_LEN(levels); i++)
-        ok |= strcmp(c->log_level, levels[i]) == 0;
-    if (!ok) {
+    /* GoTrue's logrus names are accepted too, in any case (GOTRUE_LOG_LEVEL=DEBUG). */
+    static const struct {
+        const char *name, *level;
+    } levels[] = {{"trace", "debug"},  {"debug", "debug"}, {"info", "info"},   {"warn", "warn"},
+                  {"warning", "warn"}, {"error", "error"}, {"fatal", "error"}, {"panic", "error"}};
+    const char *level = NULL;
+    for (size_t i = 0; i < TS_ARRAY_LEN(levels) && !level; i++)
+        if (strcasecmp(c->log_level, levels[i].name) == 0)
+            level = levels[i].level;
+    if (!level) {
         *err = ts_xstrdup("TESSERA_LOG_LEVEL: expected debug, info, warn or error");
         return TS_E_INVALID;
     }
+    free(c->log_level);
+    c->log_level = ts_xstrdup(level);
     if (strcmp(c->http_event_loop, "poll") != 0 && strcmp(c->http_event_loop, "epoll") != 0) {
         *err = ts_xstrdup("TESSERA_HTTP_EVENT_LOOP: expected poll or epoll");
         return TS_E_INVALID;
@@ -297,6 +305,8 @@ static enum ts_rc load_env(struct ts_config *c, const char *prefix, bool strict,
         /* GoTrue reads its database from DB_DATABASE_URL as well. */
         if (!k && strcmp(name, "DB_DATABASE_URL") == 0)
             k = find_knob("DATABASE_URL");
+        if (!k && !strict && strcmp(name, "API_HOST") == 0)
+            continue; /* taken by load_gotrue_listen */
         if (!k) {
             if (strict) {
                 *err =
@@ -315,11 +325,34 @@ static enum ts_rc load_env(struct ts_config *c, const char *prefix, bool strict,
     return TS_OK;
 }
 
+/* GoTrue listens on GOTRUE_API_HOST and the unprefixed PORT (its docker images set both);
+ * honour them when LISTEN is not given, so that a GoTrue deployment keeps its address. */
+static enum ts_rc load_gotrue_listen(struct ts_config *c, char **err)
+{
+    const char *host = getenv("GOTRUE_API_HOST");
+    const char *port = getenv("PORT");
+    if ((!host || !*host) && (!port || !*port))
+        return TS_OK;
+    int64_t p = 9999;
+    if (port && *port && ts_parse_i64(port, 1, 65535, &p) != TS_OK) {
+        *err = ts_xstrdup("PORT: expected a port number");
+        return TS_E_INVALID;
+    }
+    if (!host || !*host)
+        host = "0.0.0.0";
+    free(c->listen);
+    c->listen = strchr(host, ':') ? ts_xasprintf("[%s]:%lld", host, (long long)p)
+                                  : ts_xasprintf("%s:%lld", host, (long long)p);
+    return TS_OK;
+}
+
 enum ts_rc ts_config_load(struct ts_config *c, const char *file, char **err)
 {
     enum ts_rc rc = TS_OK;
     if (file)
         rc = load_file(c, file, err);
+    if (!rc)
+        rc = load_gotrue_listen(c, err);
     if (!rc)
         rc = load_env(c, "GOTRUE_", false, err);
     if (!rc)

@@ -1060,6 +1060,49 @@ static void test_config_malformed_values(void **state)
     unsetenv("TESSERA_JWT_EXP");
 }
 
+/* GoTrue's GOTRUE_API_HOST and unprefixed PORT give the address when LISTEN is not set, and
+ * its log level names are accepted in any case. */
+static void test_config_gotrue_listen_and_log_level(void **state)
+{
+    (void)state;
+    struct ts_config c;
+    char *err = NULL;
+    assert_int_equal(setenv("PORT", "9876", 1), 0);
+    assert_int_equal(setenv("GOTRUE_API_HOST", "127.0.0.2", 1), 0);
+    assert_int_equal(setenv("GOTRUE_LOG_LEVEL", "DEBUG", 1), 0);
+    ts_config_defaults(&c);
+    assert_int_equal(ts_config_load(&c, NULL, &err), TS_OK);
+    assert_string_equal(c.listen, "127.0.0.2:9876");
+    assert_string_equal(c.log_level, "debug");
+    ts_config_free(&c);
+
+    /* TESSERA_LISTEN wins. */
+    assert_int_equal(setenv("TESSERA_LISTEN", "127.0.0.1:1234", 1), 0);
+    ts_config_defaults(&c);
+    assert_int_equal(ts_config_load(&c, NULL, &err), TS_OK);
+    assert_string_equal(c.listen, "127.0.0.1:1234");
+    ts_config_free(&c);
+    unsetenv("TESSERA_LISTEN");
+
+    assert_int_equal(setenv("PORT", "http", 1), 0);
+    ts_config_defaults(&c);
+    assert_int_equal(ts_config_load(&c, NULL, &err), TS_E_INVALID);
+    assert_non_null(strstr(err, "PORT"));
+    free(err);
+    err = NULL;
+    ts_config_free(&c);
+
+    assert_int_equal(setenv("GOTRUE_LOG_LEVEL", "chatty", 1), 0);
+    unsetenv("PORT");
+    ts_config_defaults(&c);
+    assert_int_equal(ts_config_load(&c, NULL, &err), TS_E_INVALID);
+    assert_non_null(strstr(err, "LOG_LEVEL"));
+    free(err);
+    ts_config_free(&c);
+    unsetenv("GOTRUE_API_HOST");
+    unsetenv("GOTRUE_LOG_LEVEL");
+}
+
 static void test_config_jwt_secret_length(void **state)
 {
     (void)state;
@@ -1118,6 +1161,7 @@ int main(void)
         cmocka_unit_test(test_config_defaults),
         cmocka_unit_test(test_config_file),
         cmocka_unit_test(test_config_env_precedence),
+        cmocka_unit_test(test_config_gotrue_listen_and_log_level),
         cmocka_unit_test(test_config_unknown_env),
         cmocka_unit_test(test_config_unknown_key_in_file),
         cmocka_unit_test(test_config_malformed_values),
