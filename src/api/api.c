@@ -552,6 +552,35 @@ const char *api_password_problem(struct ts_api *api, const char *pw, const char 
     return NULL;
 }
 
+bool api_password_acceptable(struct ts_http_req *req, const char *password)
+{
+    /* GoTrue's limit, which bcrypt set; kept so that hashes stay portable both ways. */
+    if (strlen(password) > 72) {
+        api_error(req, ERR_VALIDATION_FAILED, "Password cannot be longer than 72 characters");
+        return false;
+    }
+    const char *msg = NULL;
+    const char *reason = api_password_problem(ts_http_app(req), password, &msg);
+    if (reason) {
+        api_weak_password(req, reason, msg);
+        return false;
+    }
+    return true;
+}
+
+static void free_secret_text(void *p)
+{
+    char *h = p;
+    ts_wipe(h, strlen(h));
+    free(h);
+}
+
+void api_own_secret(struct ts_http_req *req, char *heap_text)
+{
+    if (heap_text)
+        ts_arena_defer(ts_http_arena(req), free_secret_text, heap_text);
+}
+
 /* ---- sessions ---- */
 
 /* The access token's claims (gotrue-api.md §5), written as text in the order GoTrue uses. */

@@ -257,18 +257,8 @@ static bool apply_fields(struct ts_http_req *req, json_t *b, struct admin_work *
         api_error(req, ERR_VALIDATION_FAILED, "give password or password_hash, not both");
         return false;
     }
-    if (*password) {
-        if (strlen(*password) > 72) {
-            api_error(req, ERR_VALIDATION_FAILED, "Password cannot be longer than 72 characters");
-            return false;
-        }
-        const char *msg = NULL;
-        const char *reason = api_password_problem(api, *password, &msg);
-        if (reason) {
-            api_weak_password(req, reason, msg);
-            return false;
-        }
-    }
+    if (*password && !api_password_acceptable(req, *password))
+        return false;
     if (*password_hash && !ts_password_hash_format_ok(*password_hash)) {
         api_error(req, ERR_VALIDATION_FAILED,
                   "password_hash must be an argon2id or bcrypt ($2a$/$2b$/$2y$) hash");

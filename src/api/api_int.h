@@ -154,6 +154,13 @@ TS_NODISCARD enum ts_rc api_user_write(struct ts_buf *b, const struct ts_user *u
 void api_respond_text(struct ts_http_req *req, int status, struct ts_buf *b, enum ts_rc rc);
 /* Answers 200 with u's User object. */
 void api_respond_user(struct ts_http_req *req, const struct ts_user *u);
+/* The length and policy checks of a new password; answers (400 or 422) and returns false
+ * when it is not acceptable. */
+bool api_password_acceptable(struct ts_http_req *req, const char *password);
+/* Registers a heap string holding a secret (a password hash) to be wiped and freed with the
+ * request; NULL is ignored. */
+void api_own_secret(struct ts_http_req *req, char *heap_text);
+
 /* Makes a change to a user again, on a freshly read copy; false when it answered an error. */
 typedef bool api_user_reapply_fn(struct ts_http_req *req, struct ts_user *u, void *ctx);
 

@@ -16,13 +16,6 @@ struct login_work {
     char *hash;             /* the stored hash, or NULL */
 };
 
-static void free_hash_text(void *p)
-{
-    char *h = p;
-    ts_wipe(h, strlen(h));
-    free(h);
-}
-
 static void password_verified(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
@@ -108,8 +101,7 @@ static void grant_password(struct ts_http_req *req, json_t *b)
         }
         if (w->user)
             api_own_user(req, w->user);
-        if (w->hash)
-            ts_arena_defer(ts_http_arena(req), free_hash_text, w->hash);
+        api_own_secret(req, w->hash);
     }
     w->job.op = TS_HASH_VERIFY;
     w->job.hash = w->hash; /* NULL: the pool verifies against its dummy hash */

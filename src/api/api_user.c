@@ -143,16 +143,8 @@ void api_signup(struct ts_http_req *req)
         api_error(req, ERR_VALIDATION_FAILED, "Signup requires a valid password");
         return;
     }
-    if (strlen(password) > 72) {
-        api_error(req, ERR_VALIDATION_FAILED, "Password cannot be longer than 72 characters");
+    if (!api_password_acceptable(req, password))
         return;
-    }
-    const char *msg = NULL;
-    const char *reason = api_password_problem(api, password, &msg);
-    if (reason) {
-        api_weak_password(req, reason, msg);
-        return;
-    }
     int64_t now = ts_now_us();
     struct ts_user *u = new_user(api, now);
     api_own_user(req, u);
@@ -265,13 +257,6 @@ struct update_work {
     const char *session_id;
 };
 
-static void free_hash_text(void *p)
-{
-    char *h = p;
-    ts_wipe(h, strlen(h));
-    free(h);
-}
-
 static void user_put_hashed(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
@@ -365,16 +350,8 @@ void api_user_put(struct ts_http_req *req)
         api_error(req, ERR_VALIDATION_FAILED, "Add an e-mail address before a password");
         return;
     }
-    if (strlen(password) > 72) {
-        api_error(req, ERR_VALIDATION_FAILED, "Password cannot be longer than 72 characters");
+    if (!api_password_acceptable(req, password))
         return;
-    }
-    const char *msg = NULL;
-    const char *reason = api_password_problem(api, password, &msg);
-    if (reason) {
-        api_weak_password(req, reason, msg);
-        return;
-    }
     struct update_work *w = ts_arena_calloc(ts_http_arena(req), sizeof(*w));
     w->user = u;
     w->changes = ch;
@@ -384,8 +361,7 @@ void api_user_put(struct ts_http_req *req)
         api_fail(req, rc, "password read");
         return;
     }
-    if (w->old_hash)
-        ts_arena_defer(ts_http_arena(req), free_hash_text, w->old_hash);
+    api_own_secret(req, w->old_hash);
     w->job.op = TS_HASH_CHANGE;
     w->job.hash = w->old_hash;
     w->job.password = api_secret_copy(req, password);
