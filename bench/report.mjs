@@ -203,7 +203,8 @@ table(['What', 'Figure (median)', 'Target', 'Status'], [
   ['GET /user p99 while logins saturate the pool', concUser ? `${ms(concUser.p99)} (worst run ${ms(concUser.p99max)})` : 'n/a', '< 5 ms', status(concUser ? concUser.p99 < 5 : undefined)],
   ['Refresh grant', refresh ? `${nf(refresh.rps)} /s, ${nf(refreshErrors)} non-2xx` : 'n/a', '≥ 3,000 /s, 0 non-2xx', status(refresh ? refresh.rps >= 3000 && refreshErrors === 0 : undefined)],
   ['Start-up time (exec to first /health answer)', `${ms(startMedian)}`, '(none set)', '—'],
-  [`GET /user, one token, ${base} conn., poll`, single ? `${nf(single.rps)} req/s = ${pct(single.rps / nginx?.rps)} of nginx` : 'n/a', '(none set)', '—'],
+  [`GET /user, one token, ${base} conn., poll`, single ? `${nf(single.rps)} req/s = ${pct(single.rps / nginx?.rps)} of nginx` : 'n/a', '≥ 50 % of nginx', status(single && nginx ? single.rps / nginx.rps >= 0.5 : undefined)],
+  [`GET /user p99, one token, ${base} conn., poll`, single ? `${ms(single.p99)} (nginx in the same run: ${nginx ? ms(nginx.p99) : 'n/a'})` : 'n/a', '< 2 ms', status(single ? single.p99 < 2 : undefined)],
   ['epoll stall (libmicrohttpd 0.9.75)', stalls.length ? `seen in ${stalls.length} run(s)` : 'not seen in these runs', '(poll is the default)', '—'],
 ], 'llll');
 P('"Status" compares the median with the target (idle RSS: the largest of all starts). MB = 10^6 bytes.', '');
@@ -341,6 +342,13 @@ if (existsSync(resultsPath)) {
   if (m && m[1].trim()) durability = m[1].trim().split('\n');
 }
 P(...durability, '');
+
+// The lead's reading of the figures: written by hand, carried over like Durability.
+if (existsSync(resultsPath)) {
+  const old = readFileSync(resultsPath, 'utf8');
+  const m = old.match(/\n## Reading the figures\n([\s\S]*?)(?=\n## |$)/);
+  if (m && m[1].trim()) P('## Reading the figures', '', ...m[1].trim().split('\n'), '');
+}
 
 P('## How to rerun', '');
 P('```sh',
