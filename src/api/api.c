@@ -45,7 +45,6 @@ struct api_req *api_req(struct ts_http_req *req)
     /* gotrue-api.md §1: a dated version from 2024-01-01 on selects the {code,message} shape. */
     if (v && strlen(v) == 10 && v[4] == '-' && v[7] == '-' && strcmp(v, "2024-01-01") >= 0) {
         ar->versioned = true;
-        ar->api_version = v;
         ts_http_add_header(req, "X-Supabase-Api-Version", "2024-01-01");
     }
     add_cors_headers(req);
