@@ -37,9 +37,9 @@ void api_user_cache_put(struct api_user_cache *c, const char *session_id, const 
 
 /* Per-request state kept by this module (ts_http_app_data). */
 struct api_req {
-    bool versioned;          /* the client sent X-Supabase-Api-Version >= 2024-01-01 */
-    const char *user_id;     /* the authenticated user, for the log line */
-    void *work;              /* the handler's state while the request is parked */
+    bool versioned;      /* the client sent X-Supabase-Api-Version >= 2024-01-01 */
+    const char *user_id; /* the authenticated user, for the log line */
+    void *work;          /* the handler's state while the request is parked */
 };
 
 /*
