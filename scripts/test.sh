@@ -33,14 +33,48 @@ unit() { # build dir
     record "unit ($1)" $rc "${p:-0}" "${f:-0}"
 }
 
+# The black-box suite runs on every backend in TEST_BACKENDS: SQLite files, and databases in a
+# throwaway PostgreSQL cluster that this script starts and stops (scripts/pg.sh).
+TEST_BACKENDS=${TEST_BACKENDS:-sqlite}
+PG_DIR=""
+PG_ENV=()
+start_pg() {
+    PG_DIR=$(mktemp -d /tmp/tessera-pg.XXXXXX)
+    rmdir "$PG_DIR"
+    local vars
+    if vars=$(bash scripts/pg.sh start "$PG_DIR"); then
+        mapfile -t PG_ENV <<<"$vars"
+        trap 'bash scripts/pg.sh stop "$PG_DIR"' EXIT
+        return 0
+    fi
+    record "postgres cluster" 1 0 1
+    return 1
+}
+
 blackbox() { # binary
-    local out rc p f
-    out=$(TESSERA_BIN="$PWD/$1" node --test --test-concurrency=1 tests/blackbox/test/ 2>&1); rc=$?
+    local backend
+    for backend in $TEST_BACKENDS; do
+        case $backend in
+        sqlite) blackbox_on "$1" sqlite ;;
+        postgres)
+            if [ ${#PG_ENV[@]} -gt 0 ] || start_pg; then
+                blackbox_on "$1" postgres "${PG_ENV[@]}"
+            fi
+            ;;
+        esac
+    done
+}
+
+blackbox_on() { # binary backend [VAR=value...]
+    local bin=$1 backend=$2 out rc p f
+    shift 2
+    echo "-- black-box on $backend ($bin)"
+    out=$(env "$@" TESSERA_BIN="$PWD/$bin" node --test --test-concurrency=1 tests/blackbox/test/ 2>&1); rc=$?
     echo "$out" | grep -E '^(not ok|# (tests|pass|fail|skipped|duration_ms))' | tail -n 40
     [ $rc -ne 0 ] && echo "$out" | grep -B2 -A30 '^not ok' | head -n 200
     p=$(echo "$out" | grep -E '^# pass ' | awk '{print $3}')
     f=$(echo "$out" | grep -E '^# fail ' | awk '{print $3}')
-    record "black-box ($1)" $rc "${p:-0}" "${f:-0}"
+    record "black-box $backend ($bin)" $rc "${p:-0}" "${f:-0}"
 }
 
 echo "== static checks"

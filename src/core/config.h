@@ -49,6 +49,7 @@ struct ts_config {
     int64_t http_max_connections;
     char *http_event_loop;      /* "poll" or "epoll" (libmicrohttpd's internal loop) */
     char *cors_allowed_origins; /* "*" or a comma list */
+    char *database_schema;      /* PostgreSQL schema holding Tessera's tables */
     char *database_durability;  /* "normal" (survives kill -9) or "full" (power loss) */
     char *log_level;            /* debug, info, warn, error */
     bool log_requests;          /* one JSON line per request */

@@ -97,6 +97,27 @@ async function freePort() {
   });
 }
 
+// PostgreSQL mode: when the test script started a throwaway cluster (scripts/pg.sh), every
+// server gets a database of its own in it instead of a SQLite file.
+export const PG = process.env.TESSERA_TEST_PG_HOST
+  ? { host: process.env.TESSERA_TEST_PG_HOST, port: process.env.TESSERA_TEST_PG_PORT || '5432' }
+  : null;
+
+function pgTool(tool, args) {
+  return runOnce(tool, ['-h', PG.host, '-p', PG.port, '-U', 'postgres', ...args], process.env, true);
+}
+
+async function createDatabase() {
+  const name = `tessera_${randomBytes(6).toString('hex')}`;
+  const r = await pgTool('createdb', [name]);
+  if (r.code !== 0) throw new Error(`createdb ${name} failed: ${r.stderr}`);
+  return { name, url: `postgresql:///${name}?host=${encodeURIComponent(PG.host)}&port=${PG.port}&user=postgres` };
+}
+
+async function dropDatabase(name) {
+  await pgTool('dropdb', ['--force', '--if-exists', name]);
+}
+
 function buildEnv(overrides, dbPath, port) {
   const env = {};
   for (const [k, v] of Object.entries(process.env)) {
@@ -119,13 +140,19 @@ function buildEnv(overrides, dbPath, port) {
   for (const [k, v] of Object.entries(bare)) env[`TESSERA_${k}`] = v;
   Object.assign(env, verbatim);
   env.TESSERA_LISTEN = `127.0.0.1:${port}`;
-  env.TESSERA_DATABASE_URL = `sqlite://${dbPath}`;
+  env.TESSERA_DATABASE_URL = dbPath.startsWith('postgresql:') ? dbPath : `sqlite://${dbPath}`;
   return env;
 }
 
-function runOnce(args, env) {
+function runOnce(args, env, toolArgs, isTool) {
+  // runOnce(args, env) runs tessera; runOnce(tool, toolArgs, env, true) runs another program.
+  let file = BIN;
+  if (isTool) {
+    file = args;
+    [args, env] = [env, toolArgs];
+  }
   return new Promise((resolve, reject) => {
-    const child = spawn(BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d) => (stdout += d));
@@ -145,18 +172,26 @@ export { sleep };
  * the TESSERA_ prefix, or full TESSERA_/GOTRUE_ names passed verbatim; null removes a default.
  * Returns {url, authUrl, anonKey, serviceKey, dbPath, env, logs(), logsSince(n), restart(), stop()}.
  */
-export async function startServer(envOverrides = {}) {
+export async function startServer(envOverrides = {}, { shareWith } = {}) {
   if (!existsSync(BIN)) {
     throw new Error(`Tessera binary not found at ${BIN} (build it with \`make build\` or set TESSERA_BIN)`);
   }
   const dir = await mkdtemp(path.join(os.tmpdir(), 'tessera-bb-'));
-  const dbPath = path.join(dir, 'tessera.db');
+  // shareWith: another server whose database this one uses too (several nodes, one database);
+  // the database then belongs to that server, which drops it.
+  const shared = shareWith ? { name: null, url: shareWith.dbUrl } : null;
+  if (shareWith && shareWith.backend !== 'postgres') throw new Error('shareWith needs PostgreSQL');
+  const pgdb = shared ?? (PG ? await createDatabase() : null);
+  // dbPath: the SQLite file, or null on PostgreSQL (dbUrl names the database either way).
+  const dbPath = pgdb ? null : path.join(dir, 'tessera.db');
+  const dbTarget = pgdb ? pgdb.url : dbPath;
   const lines = [];
   let proc;
   try {
-    proc = await launch(envOverrides, dbPath, lines);
+    proc = await launch(envOverrides, dbTarget, lines);
   } catch (e) {
     await rm(dir, { recursive: true, force: true });
+    if (pgdb?.name) await dropDatabase(pgdb.name);
     throw e;
   }
 
@@ -167,6 +202,8 @@ export async function startServer(envOverrides = {}) {
     anonKey: proc.anonKey,
     serviceKey: proc.serviceKey,
     dbPath,
+    dbUrl: pgdb ? pgdb.url : `sqlite://${dbPath}`,
+    backend: pgdb ? 'postgres' : 'sqlite',
     env: proc.env,
     logs: () => lines.slice(),
     logCount: () => lines.length,
@@ -179,7 +216,7 @@ export async function startServer(envOverrides = {}) {
     async restart(signal = 'SIGTERM') {
       const info = await proc.terminate(signal);
       lines.push(`---- restart after ${signal}: ${JSON.stringify(info)} ----`);
-      proc = await launch(envOverrides, dbPath, lines);
+      proc = await launch(envOverrides, dbTarget, lines);
       server.url = proc.url;
       server.authUrl = `${proc.url}/auth/v1`;
       server.anonKey = proc.anonKey;
@@ -194,6 +231,7 @@ export async function startServer(envOverrides = {}) {
         running.delete(server);
         const info = await proc.terminate('SIGTERM');
         await rm(dir, { recursive: true, force: true });
+        if (pgdb?.name) await dropDatabase(pgdb.name);
         return info;
       })();
       return stopped;
