@@ -35,7 +35,7 @@ unit() { # build dir
 
 # The black-box suite runs on every backend in TEST_BACKENDS: SQLite files, and databases in a
 # throwaway PostgreSQL cluster that this script starts and stops (scripts/pg.sh).
-TEST_BACKENDS=${TEST_BACKENDS:-sqlite}
+TEST_BACKENDS=${TEST_BACKENDS:-sqlite postgres}
 PG_DIR=""
 PG_ENV=()
 start_pg() {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "api_int.h"
 
@@ -334,8 +335,17 @@ enum ts_rc api_update_user(struct ts_http_req *req, struct ts_user **pu,
         int64_t now = ts_now_us();
         u->updated_at = now > expected ? now : expected + 1; /* strictly newer */
         rc = ts_store_user_update(api->store, u, expected);
-        if (rc != TS_E_STALE || attempt == 32)
+        if (rc != TS_E_STALE || attempt == 64)
             break;
+        /* Writers racing on one user lose to each other in lockstep (read, write, stale,
+         * read...). A short random pause, growing with the attempts and at most 2 ms of this
+         * HTTP thread, breaks the lockstep; such races are rare outside tests. */
+        uint32_t r;
+        ts_rand_bytes(&r, sizeof(r));
+        int64_t pause_us = (int64_t)(r % (uint32_t)(50 * (attempt + 1)));
+        struct timespec ts = {.tv_sec = 0,
+                              .tv_nsec = (long)(pause_us < 2000 ? pause_us : 2000) * 1000};
+        nanosleep(&ts, NULL);
         struct ts_user *fresh = NULL;
         rc = ts_store_user_get(api->store, u->id, &fresh);
         if (rc)
@@ -345,7 +355,7 @@ enum ts_rc api_update_user(struct ts_http_req *req, struct ts_user **pu,
         if (!reapply(req, u, ctx))
             return TS_E_INVALID;
     }
-    /* 32 writers in a row beat us: tell the client to retry rather than spin. */
+    /* 64 writers in a row beat us: tell the client to retry rather than spin. */
     return rc == TS_E_STALE ? TS_E_UNAVAILABLE : rc;
 }
 

@@ -58,8 +58,10 @@ static struct ts_keys_config keys_config(const struct ts_config *cfg)
 int cli_bootstrap(struct cli_env *env)
 {
     char *err = NULL;
-    struct ts_store_options so = {.durable_full =
-                                      strcmp(env->cfg.database_durability, "full") == 0};
+    struct ts_store_options so = {
+        .durable_full = strcmp(env->cfg.database_durability, "full") == 0,
+        .schema = env->cfg.database_schema,
+    };
     if (ts_store_open(env->cfg.database_url, &so, &env->store, &err) != TS_OK) {
         fprintf(stderr, "tessera: %s\n", err);
         free(err);

@@ -30,7 +30,7 @@ struct knob {
 static const struct knob knobs[] = {
     {"LISTEN", K_STRING, OFF(listen), "127.0.0.1:9999", 0, 0, "address and port to listen on"},
     {"DATABASE_URL", K_STRING, OFF(database_url), "sqlite://./tessera.db", 0, 0,
-     "sqlite://PATH (relative) or sqlite:///ABS/PATH"},
+     "sqlite://PATH (relative), sqlite:///ABS/PATH, or a PostgreSQL URI postgres://..."},
     {"DATABASE_SCHEMA", K_STRING, OFF(database_schema), "tessera", 0, 0,
      "PostgreSQL only: the schema that holds Tessera's tables (created by migrate)"},
     {"DATABASE_DURABILITY", K_STRING, OFF(database_durability), "normal", 0, 0,

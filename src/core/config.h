@@ -19,7 +19,7 @@
 
 struct ts_config {
     char *listen;                 /* "host:port" to bind */
-    char *database_url;           /* sqlite://PATH or sqlite:///ABS/PATH */
+    char *database_url;           /* sqlite://PATH, sqlite:///ABS/PATH or postgres://... */
     char *jwt_secret;             /* HS256 secret; empty = ES256 keys kept in the database */
     int64_t jwt_exp;              /* access-token lifetime, seconds */
     char *jwt_aud;                /* aud of user access tokens */

@@ -14,6 +14,9 @@ void ts__store_bump_epoch(struct ts_store *st)
 
 uint64_t ts_store_epoch(struct ts_store *st)
 {
+    /* Blind: a fresh value each time, so that no cache entry is ever found valid. */
+    if (atomic_load(&st->blind))
+        return atomic_fetch_add(&st->epoch, 1) + 1;
     return atomic_load(&st->epoch);
 }
 
@@ -81,11 +84,9 @@ enum ts_rc ts_store_open(const char *url, const struct ts_store_options *opt, st
         return ts__store_sqlite_open(url + 9, opt, out, err);
     if (strncmp(url, "file:", 5) == 0)
         return ts__store_sqlite_open(url + 5, opt, out, err);
-    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        *err = ts_xstrdup("DATABASE_URL: the PostgreSQL backend is not built yet (issue 3)");
-        return TS_E_INVALID;
-    }
-    *err = ts_xstrdup("DATABASE_URL: expected sqlite://PATH or sqlite:///ABS/PATH");
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0)
+        return ts__store_pg_open(url, opt, out, err);
+    *err = ts_xstrdup("DATABASE_URL: expected sqlite://PATH, sqlite:///ABS/PATH or postgres://...");
     return TS_E_INVALID;
 }
 

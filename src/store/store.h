@@ -4,7 +4,7 @@
  * The interface is made of operations (create a user, rotate a refresh token...),
  * not of SQL: each backend implements an operation with the transactions and
  * isolation its engine needs, so nothing outside a backend file knows which engine
- * it is talking to. SQLite is the only backend so far; PostgreSQL comes next.
+ * it is talking to. Backends: SQLite (store_sqlite.c) and PostgreSQL (store_pg.c).
  *
  * Contract shared by every operation:
  * - Safe to call from any number of threads at once (each backend pools connections).
@@ -32,7 +32,11 @@
 struct ts_store;
 
 struct ts_store_options {
-    bool durable_full; /* fsync every commit (survives power loss), not just process death */
+    bool durable_full;  /* SQLite: fsync every commit (survives power loss), not just process
+                           death. PostgreSQL: no effect (the server's synchronous_commit rules) */
+    const char *schema; /* PostgreSQL: the schema holding Tessera's tables, created by
+                           ts_store_migrate; NULL means "tessera". Must match
+                           ^[a-z_][a-z0-9_]{0,62}$ (else TS_E_INVALID). SQLite ignores it. */
 };
 
 /* An identity of the built-in "users" collection, as GoTrue shows it. */
@@ -61,14 +65,16 @@ struct ts_user {
 struct ts_user *ts_user_new(void);
 void ts_user_free(struct ts_user *u);
 
-/* Opens the store named by url ("sqlite://PATH", "sqlite:///ABS/PATH"). On failure *err is a
- * heap message. The store is usable only after ts_store_migrate. */
+/* Opens the store named by url ("sqlite://PATH", "sqlite:///ABS/PATH", or a libpq URI
+ * "postgres://..." / "postgresql://...", where the PG* environment variables apply too). On
+ * failure *err is a heap message. The store is usable only after ts_store_migrate. */
 TS_NODISCARD enum ts_rc ts_store_open(const char *url, const struct ts_store_options *opt,
                                       struct ts_store **out, char **err);
 void ts_store_close(struct ts_store *st);
 
-/* Applies pending migrations in order, each in its own transaction. Sets *applied to how many
- * ran (may be NULL). */
+/* Applies pending migrations in order (SQLite: each in its own transaction; PostgreSQL: all in
+ * one, under an advisory lock, so that nodes starting together migrate once). Sets *applied to
+ * how many ran (may be NULL). */
 TS_NODISCARD enum ts_rc ts_store_migrate(struct ts_store *st, int *applied, char **err);
 /* Latest migration applied, and the latest this binary knows. */
 TS_NODISCARD enum ts_rc ts_store_schema_version(struct ts_store *st, int *current, int *latest);
@@ -214,10 +220,19 @@ TS_NODISCARD enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const 
  * they change last_sign_in_at), and, once ts_store_poll_external notices them, commits made by
  * other processes. A cache entry filled from reads that started at epoch E is valid while the
  * epoch is still E. Read it before reading the data it guards.
+ *
+ * A backend that cannot currently see other processes' commits is "blind" and then returns a
+ * new, never-repeating value on every call, so no cache entry is ever valid: PostgreSQL is blind
+ * while its LISTEN connection (see ts_store_poll_external) is down or not yet set up, i.e. from
+ * ts_store_open until the first ts_store_poll_external that completes LISTEN, and after the
+ * connection is lost until it is back (the epoch is bumped once more when it is). SQLite is
+ * never blind.
  */
 uint64_t ts_store_epoch(struct ts_store *st);
-/* Looks for commits by other processes (e.g. the CLI) and bumps the epoch if there were any.
- * The server calls it every 100 ms. */
+/* Looks for commits by other processes (e.g. the CLI, other nodes) and bumps the epoch if there
+ * were any. The server calls it every 100 ms, from one thread; it never blocks. PostgreSQL: drains
+ * the notifications (LISTEN tessera_changes) that other nodes' writes send at commit, and
+ * (re)connects the listener when it is down. */
 void ts_store_poll_external(struct ts_store *st);
 
 /* ---- audit log: security events (sign-ins, failures, revocations, admin changes) ---- */

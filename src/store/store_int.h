@@ -51,13 +51,18 @@ struct ts_store_ops {
 struct ts_store {
     const struct ts_store_ops *ops;
     _Atomic uint64_t epoch; /* see ts_store_epoch; bumped by store.c and by poll_external */
+    _Atomic bool blind;     /* the backend cannot see other processes' commits right now (its
+                               change listener is down): ts_store_epoch never repeats */
 };
 
 /* Records that users or sessions changed (after the commit). */
 void ts__store_bump_epoch(struct ts_store *st);
 
-/* Backend constructors; path is the part of the URL after the scheme. */
+/* Backend constructors. path is the part of a sqlite URL after its scheme. */
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,
                                  struct ts_store **out, char **err);
+/* url is the whole postgres:// or postgresql:// URL, handed to libpq as is. */
+enum ts_rc ts__store_pg_open(const char *url, const struct ts_store_options *opt,
+                             struct ts_store **out, char **err);
 
 #endif
