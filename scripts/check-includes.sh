@@ -36,7 +36,7 @@ check_confined() { # header allowed-file-regex
     if [ -n "$hits" ]; then echo "check-includes: <$1> outside $2: $hits"; bad=1; fi
 }
 check_confined sqlite3.h 'src/store/store_sqlite\.c$'
-check_confined libpq-fe.h 'src/store/store_pg\.c$'
+check_confined libpq-fe.h 'src/store/store_pg(_import)?\.c$'
 check_confined microhttpd.h 'src/http/'
 check_confined sodium.h 'src/authn/|src/cli/cli_admin\.c$'
 check_confined 'openssl/[a-z_]+\.h' 'src/jose/|src/authn/'

@@ -33,5 +33,6 @@ int cli_migrate(int argc, char **argv);
 int cli_user(int argc, char **argv);
 int cli_key(int argc, char **argv);
 int cli_jwt(int argc, char **argv);
+int cli_import(int argc, char **argv);
 
 #endif

@@ -15,6 +15,7 @@ static const char usage[] =
     "  user       add | list | passwd | delete users\n"
     "  key        show the anon and service_role API keys\n"
     "  jwt        rotate | list the JWT signing keys\n"
+    "  import     gotrue SOURCE_URL: copy the users of a Supabase Auth database\n"
     "  version    print the version\n"
     "\n"
     "Every command takes --help. Settings come from TESSERA_* (or GOTRUE_*) environment\n"
@@ -37,6 +38,8 @@ int main(int argc, char **argv)
         return cli_key(argc - 1, argv + 1);
     if (strcmp(cmd, "jwt") == 0)
         return cli_jwt(argc - 1, argv + 1);
+    if (strcmp(cmd, "import") == 0)
+        return cli_import(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2 && strcmp(argv[2], "--help") == 0) {
             puts("usage: tessera version\n\nPrints the version of this binary.");

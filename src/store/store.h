@@ -235,6 +235,29 @@ uint64_t ts_store_epoch(struct ts_store *st);
  * (re)connects the listener when it is down. */
 void ts_store_poll_external(struct ts_store *st);
 
+/* ---- import from GoTrue (Supabase Auth) ---- */
+
+struct ts_import_stats {
+    int64_t users;            /* users created */
+    int64_t passwords;        /* of which with a password hash (bcrypt or argon2id) */
+    int64_t unusable_hashes;  /* users whose stored hash is in no format we verify */
+    int64_t skipped_existing; /* users whose id, e-mail or phone exists already */
+    int64_t skipped_deleted;  /* soft-deleted GoTrue users, not copied */
+    int64_t other_identities; /* identities of other providers, not copied (no table yet) */
+};
+
+/*
+ * Copies the users of the GoTrue `auth` schema (source_schema, NULL = "auth") of the
+ * PostgreSQL database at source_url into st (either backend): ids, e-mails, phones,
+ * confirmation and sign-in times, bans, metadata and password hashes (kept as they are;
+ * bcrypt is replaced by argon2id at the next sign-in). Reads one consistent snapshot and
+ * writes nothing to the source. Users that exist already (same id, e-mail or phone) are
+ * skipped, so the import can be run again. On failure *err is a heap message.
+ */
+TS_NODISCARD enum ts_rc ts_store_import_gotrue(struct ts_store *st, const char *source_url,
+                                               const char *source_schema,
+                                               struct ts_import_stats *stats, char **err);
+
 /* ---- audit log: security events (sign-ins, failures, revocations, admin changes) ---- */
 /* Best effort: a failure is logged, never returned, so auditing cannot block a sign-in. */
 void ts_store_audit(struct ts_store *st, const char *event, const char *actor, const char *target,
