@@ -26,7 +26,8 @@ static_checks() {
 
 unit() { # build dir
     local out rc p f
-    out=$(cd "$1" && ctest --output-on-failure 2>&1); rc=$?
+    # With a PostgreSQL cluster up, the store's unit tests run on both backends.
+    out=$(cd "$1" && env "${PG_ENV[@]}" ctest --output-on-failure 2>&1); rc=$?
     echo "$out" | tail -n 25
     p=$(echo "$out" | grep -oE '[0-9]+ tests failed out of [0-9]+' | awk '{print $6-$1}')
     f=$(echo "$out" | grep -oE '[0-9]+ tests failed' | awk '{print $1}')
@@ -79,6 +80,11 @@ blackbox_on() { # binary backend [VAR=value...]
 
 echo "== static checks"
 static_checks
+
+if [[ " $TEST_BACKENDS " == *" postgres "* ]]; then
+    echo "== PostgreSQL cluster for the tests"
+    start_pg && echo "${PG_ENV[*]}"
+fi
 
 echo "== gcc -O2 build"
 if make -s build; then

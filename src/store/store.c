@@ -224,3 +224,173 @@ void ts_store_audit(struct ts_store *st, const char *event, const char *actor, c
 {
     st->ops->audit(st, event, actor, target, ip, meta_json);
 }
+
+/* ---- counters (store.h): argument checks and the arithmetic both backends share ---- */
+
+/* Strict UTF-8 (no overlong forms, surrogates or code points past U+10FFFF): PostgreSQL's
+ * text refuses anything else, and SQLite must accept exactly the same keys. */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        uint32_t cp, min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xe0) == 0xc0) {
+            len = 2, cp = c & 0x1f, min = 0x80;
+        } else if ((c & 0xf0) == 0xe0) {
+            len = 3, cp = c & 0x0f, min = 0x800;
+        } else if ((c & 0xf8) == 0xf0) {
+            len = 4, cp = c & 0x07, min = 0x10000;
+        } else {
+            return false;
+        }
+        if (n - i < len)
+            return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return false;
+            cp = (cp << 6) | (s[i + k] & 0x3f);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return false;
+        i += len;
+    }
+    return true;
+}
+
+/* A key store.h accepts: 1 to TS_STORE_COUNTER_KEY_MAX bytes of UTF-8 (so no NUL). */
+static bool key_valid(const char *key)
+{
+    if (!key)
+        return false;
+    size_t n = strnlen(key, TS_STORE_COUNTER_KEY_MAX + 1);
+    return n >= 1 && n <= TS_STORE_COUNTER_KEY_MAX && utf8_valid((const unsigned char *)key, n);
+}
+
+static bool time_valid(int64_t now)
+{
+    return now >= 0 && now <= TS_STORE_COUNTER_TIME_MAX;
+}
+
+/* capacity * refill_us, the rule's "span": how long an empty bucket takes to fill. 0 when
+ * the rule is out of range. */
+static int64_t bucket_span(const struct ts_bucket_rule *rule)
+{
+    if (!rule || rule->capacity < 1 || rule->refill_us < 1 ||
+        rule->refill_us > TS_STORE_COUNTER_SPAN_MAX / (int64_t)rule->capacity)
+        return 0;
+    return (int64_t)rule->capacity * rule->refill_us;
+}
+
+/* How much of the span the bucket lacks at now (0: full). Clamped to the span, so a bucket
+ * left emptier by a larger rule, or by a node whose clock runs ahead, is at worst empty. */
+static int64_t bucket_deficit(int64_t span, int64_t full_at, int64_t now)
+{
+    int64_t d = full_at - now;
+    return d < 0 ? 0 : d > span ? span : d;
+}
+
+bool ts__bucket_decide(const struct ts_bucket_rule *rule, int64_t now, uint32_t cost, bool found,
+                       int64_t full_at, int64_t *new_full_at)
+{
+    int64_t span = bucket_span(rule);
+    int64_t need = (int64_t)cost * rule->refill_us;
+    int64_t deficit = found ? bucket_deficit(span, full_at, now) : 0;
+    bool allowed = deficit + need <= span;
+    /* Denied, it still stores the clamp (never emptier than empty), so that the wait it
+     * reports is the wait there will be. */
+    *new_full_at = now + deficit + (allowed ? need : 0);
+    return allowed;
+}
+
+void ts__bucket_report(const struct ts_bucket_rule *rule, int64_t now, uint32_t cost, bool allowed,
+                       int64_t full_at, struct ts_bucket_result *out)
+{
+    int64_t span = bucket_span(rule);
+    int64_t deficit = bucket_deficit(span, full_at, now);
+    out->allowed = allowed;
+    out->remaining = (uint32_t)((span - deficit) / rule->refill_us);
+    /* Denied: the wait until the deficit has shrunk enough for cost more tokens. */
+    out->retry_after_us = allowed ? 0 : deficit + (int64_t)cost * rule->refill_us - span;
+}
+
+bool ts__counter_decide(bool found, struct ts__counter_row *row, int64_t delta, int64_t window_us,
+                        int64_t now, int64_t limit)
+{
+    bool expired = !found || now >= row->window_start + window_us;
+    int64_t base = expired ? 0 : row->value;
+    int64_t start = expired ? now : row->window_start;
+    if (limit > 0 && delta > 0 && base + delta > limit)
+        return false;
+    int64_t v = base + delta;
+    row->value = v < 0 ? 0 : v > TS_STORE_COUNTER_VALUE_MAX ? TS_STORE_COUNTER_VALUE_MAX : v;
+    row->window_start = start;
+    row->window_end = start + window_us;
+    return true;
+}
+
+void ts__counter_report(bool allowed, int64_t value, int64_t window_start, int64_t window_us,
+                        int64_t now, struct ts_counter_result *out)
+{
+    out->allowed = allowed;
+    out->value = value;
+    out->window_ends_us = window_start + window_us;
+    /* A refusal happens only inside a live window (store.h), so this is > 0. */
+    out->retry_after_us = allowed ? 0 : out->window_ends_us - now;
+}
+
+enum ts_rc ts_store_bucket_take(struct ts_store *st, const char *key,
+                                const struct ts_bucket_rule *rule, int64_t now_us, uint32_t cost,
+                                struct ts_bucket_result *out)
+{
+    if (!key_valid(key) || bucket_span(rule) == 0 || !time_valid(now_us) || cost > rule->capacity)
+        return TS_E_INVALID;
+    /* Not a user or session change: no epoch bump. */
+    return st->ops->bucket_take(st, key, rule, now_us, cost, out);
+}
+
+enum ts_rc ts_store_counter_add(struct ts_store *st, const char *key, int64_t delta,
+                                int64_t window_us, int64_t now_us, int64_t limit,
+                                struct ts_counter_result *out)
+{
+    if (!key_valid(key) || window_us < 1 || window_us > TS_STORE_COUNTER_SPAN_MAX ||
+        !time_valid(now_us) || delta < -TS_STORE_COUNTER_DELTA_MAX ||
+        delta > TS_STORE_COUNTER_DELTA_MAX || (limit > 0 && delta > limit))
+        return TS_E_INVALID;
+    return st->ops->counter_add(st, key, delta, window_us, now_us, limit, out);
+}
+
+enum ts_rc ts_store_counter_get(struct ts_store *st, const char *key, int64_t now_us,
+                                struct ts_counter_result *out)
+{
+    if (!key_valid(key) || !time_valid(now_us))
+        return TS_E_INVALID;
+    bool found = false;
+    struct ts__counter_row row = {0};
+    enum ts_rc rc = st->ops->counter_read(st, key, &found, &row);
+    if (rc)
+        return rc;
+    bool live = found && now_us < row.window_end;
+    *out = (struct ts_counter_result){.allowed = true,
+                                      .value = live ? row.value : 0,
+                                      .window_ends_us = live ? row.window_end : 0};
+    return TS_OK;
+}
+
+enum ts_rc ts_store_counter_reset(struct ts_store *st, const char *key)
+{
+    if (!key_valid(key))
+        return TS_E_INVALID;
+    return st->ops->counter_reset(st, key);
+}
+
+enum ts_rc ts_store_counters_sweep(struct ts_store *st, int64_t now_us, int64_t *deleted)
+{
+    if (!time_valid(now_us))
+        return TS_E_INVALID;
+    return st->ops->counters_sweep(st, now_us - TS_STORE_COUNTER_SWEEP_GRACE_US, deleted);
+}

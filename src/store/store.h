@@ -212,6 +212,109 @@ TS_NODISCARD enum ts_rc ts_store_signing_key_insert(struct ts_store *st,
 TS_NODISCARD enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const char *kid,
                                                      int64_t now, int64_t drop_before);
 
+/* ---- counters: token buckets and windowed counters shared by every node ---- */
+
+/*
+ * The state behind rate limits and account lockout (docs/internals/store.md, "Counters").
+ * Every call is one atomic read-modify-write in the database, so a limit holds for the whole
+ * cluster: threads of one process, and processes or nodes sharing the database, never both
+ * win the last token or the last slot. Callers pass the time (now_us, microseconds since the
+ * epoch), so nodes' clocks should agree (NTP); a node whose clock is off by d sees buckets
+ * that much fuller or emptier and windows that much earlier or later, never more.
+ *
+ * Counters are not users or sessions: they never move the change epoch, nor notify other
+ * nodes. Buckets and windowed counters are separate namespaces (the same key may name one of
+ * each). Rows of idle buckets and ended windows stay until ts_store_counters_sweep.
+ *
+ * Common to every call: TS_E_INVALID when key is NULL, empty, longer than
+ * TS_STORE_COUNTER_KEY_MAX bytes or not UTF-8, or when a number is out of the range given
+ * below (the caller's bug, never the client's); otherwise the store.h contract.
+ */
+
+#define TS_STORE_COUNTER_KEY_MAX 200 /* bytes */
+/* Bounds that keep every sum in 64 bits on both engines. */
+#define TS_STORE_COUNTER_TIME_MAX (INT64_C(1) << 62)  /* for now_us */
+#define TS_STORE_COUNTER_SPAN_MAX (INT64_C(1) << 61)  /* window_us, capacity * refill_us */
+#define TS_STORE_COUNTER_DELTA_MAX (INT64_C(1) << 32) /* |delta| */
+#define TS_STORE_COUNTER_VALUE_MAX (INT64_C(1) << 62) /* values saturate here */
+/* ts_store_counters_sweep keeps rows this long after they stopped mattering, for clock skew
+ * between nodes and for a window made longer by a configuration change. */
+#define TS_STORE_COUNTER_SWEEP_GRACE_US (INT64_C(60) * 1000000)
+
+struct ts_bucket_rule {
+    uint32_t capacity; /* burst: tokens in a full bucket, >= 1 */
+    int64_t refill_us; /* time to regain one token, >= 1; capacity * refill_us must not exceed
+                          TS_STORE_COUNTER_SPAN_MAX */
+};
+
+struct ts_bucket_result {
+    bool allowed;           /* the tokens were taken */
+    uint32_t remaining;     /* whole tokens left after this call */
+    int64_t retry_after_us; /* 0 when allowed; else the wait until `cost` tokens are there */
+};
+
+/*
+ * Takes cost tokens (0 <= cost <= rule->capacity, else TS_E_INVALID; 0 only reports) from the
+ * bucket named key, or none at all: a denied take consumes nothing. A bucket never seen is
+ * full. Tokens come back continuously, one per refill_us, up to capacity.
+ *
+ * Integer scheme (exact, no fractions stored): the row holds full_at, the time at which the
+ * bucket will be full again. At now the bucket lacks deficit = clamp(full_at - now, 0,
+ * capacity * refill_us) microseconds' worth of tokens; a take of cost is allowed iff
+ * deficit + cost * refill_us <= capacity * refill_us, and then full_at = now + deficit +
+ * cost * refill_us. remaining = floor((capacity * refill_us - deficit') / refill_us).
+ * When denied, retry_after_us = deficit + cost * refill_us - capacity * refill_us, exactly.
+ * Changing a rule between calls is safe: the deficit is clamped to the new capacity (a
+ * denied take stores that clamp, and nothing else).
+ */
+TS_NODISCARD enum ts_rc ts_store_bucket_take(struct ts_store *st, const char *key,
+                                             const struct ts_bucket_rule *rule, int64_t now_us,
+                                             uint32_t cost, struct ts_bucket_result *out);
+
+struct ts_counter_result {
+    bool allowed;           /* the delta was applied */
+    int64_t value;          /* the value after the call (unchanged when refused) */
+    int64_t window_ends_us; /* when the current window ends (0 from ts_store_counter_get when
+                               there is no current window) */
+    int64_t retry_after_us; /* 0 when allowed; else window_ends_us - now_us (> 0) */
+};
+
+/*
+ * A counter over a fixed window, with reservations: atomically,
+ * 1. if the key has no window, or its window is over (now_us >= start + window_us), a new
+ *    one starts at now_us with value 0;
+ * 2. if limit > 0, delta > 0 and value + delta > limit, the call is refused: allowed =
+ *    false, nothing changes, retry_after_us = the time until the window ends;
+ * 3. else value = clamp(value + delta, 0, TS_STORE_COUNTER_VALUE_MAX): a negative delta
+ *    (releasing a reservation) never takes it below 0.
+ * limit <= 0 means "no limit". Counting before acting is what makes a limit race-free: to
+ * allow at most N password checks, add +1 with limit N before checking and -1 after a check
+ * that must not count: however many attempts run at once, at most N get past step 2.
+ * Ranges: 1 <= window_us <= TS_STORE_COUNTER_SPAN_MAX, |delta| <= TS_STORE_COUNTER_DELTA_MAX,
+ * and delta <= limit when limit > 0 (a delta that could never fit is a bug), 0 <= now_us <=
+ * TS_STORE_COUNTER_TIME_MAX.
+ */
+TS_NODISCARD enum ts_rc ts_store_counter_add(struct ts_store *st, const char *key, int64_t delta,
+                                             int64_t window_us, int64_t now_us, int64_t limit,
+                                             struct ts_counter_result *out);
+/* Reads a counter without changing it, using the window length of its last successful add:
+ * value 0 and window_ends_us 0 when it has no window or its window is over. allowed is true
+ * and retry_after_us 0. */
+TS_NODISCARD enum ts_rc ts_store_counter_get(struct ts_store *st, const char *key, int64_t now_us,
+                                             struct ts_counter_result *out);
+/* Deletes the windowed counter key (TS_OK whether it existed or not). */
+TS_NODISCARD enum ts_rc ts_store_counter_reset(struct ts_store *st, const char *key);
+
+/*
+ * Housekeeping: deletes the buckets that have been full (and so untouched) since before
+ * now_us - TS_STORE_COUNTER_SWEEP_GRACE_US and the counters whose window ended before then;
+ * neither changes what any call above would answer. *deleted (may be NULL) gets the number
+ * of rows deleted. The server is to call it periodically (every few minutes) from one
+ * thread; each call scans both tables once.
+ */
+TS_NODISCARD enum ts_rc ts_store_counters_sweep(struct ts_store *st, int64_t now_us,
+                                                int64_t *deleted);
+
 /* ---- change epoch: lets callers cache what they read about users and sessions ---- */
 
 /*

@@ -9,6 +9,13 @@
 
 #include "store.h"
 
+/* A windowed counter's row. */
+struct ts__counter_row {
+    int64_t value;
+    int64_t window_start; /* microseconds since the epoch */
+    int64_t window_end;   /* window_start + the window_us of the last successful add */
+};
+
 struct ts_store_ops {
     void (*close)(struct ts_store *st);
     enum ts_rc (*migrate)(struct ts_store *st, int *applied, char **err);
@@ -46,6 +53,18 @@ struct ts_store_ops {
     void (*poll_external)(struct ts_store *st);
     void (*audit)(struct ts_store *st, const char *event, const char *actor, const char *target,
                   const char *ip, const char *meta_json);
+    /* Counters: store.c has checked every argument against store.h's ranges. */
+    enum ts_rc (*bucket_take)(struct ts_store *st, const char *key,
+                              const struct ts_bucket_rule *rule, int64_t now, uint32_t cost,
+                              struct ts_bucket_result *out);
+    enum ts_rc (*counter_add)(struct ts_store *st, const char *key, int64_t delta,
+                              int64_t window_us, int64_t now, int64_t limit,
+                              struct ts_counter_result *out);
+    /* Reads the counter's row as stored; *found is false when there is none. */
+    enum ts_rc (*counter_read)(struct ts_store *st, const char *key, bool *found,
+                               struct ts__counter_row *out);
+    enum ts_rc (*counter_reset)(struct ts_store *st, const char *key);
+    enum ts_rc (*counters_sweep)(struct ts_store *st, int64_t before, int64_t *deleted);
 };
 
 struct ts_store {
@@ -57,6 +76,31 @@ struct ts_store {
 
 /* Records that users or sessions changed (after the commit). */
 void ts__store_bump_epoch(struct ts_store *st);
+
+/*
+ * The counters' arithmetic (store.h), in one place. SQLite runs ts__bucket_decide and
+ * ts__counter_decide on the row it read inside its write transaction; PostgreSQL runs the
+ * same rules as SQL in one upsert (store_pg.c mirrors them expression for expression). Both
+ * then describe the outcome with the *_report functions, from the row as the call left it.
+ */
+
+/* Decides a take: returns whether cost tokens can be taken at now, and sets *new_full_at to
+ * the bucket's full_at after the call (found is false when the bucket has no row: full).
+ * Taken or not, the deficit is first clamped to the rule's span, so *new_full_at may differ
+ * from full_at even when the take is denied; the row is then written all the same. */
+bool ts__bucket_decide(const struct ts_bucket_rule *rule, int64_t now, uint32_t cost, bool found,
+                       int64_t full_at, int64_t *new_full_at);
+/* Fills out from the bucket's full_at after the call. */
+void ts__bucket_report(const struct ts_bucket_rule *rule, int64_t now, uint32_t cost, bool allowed,
+                       int64_t full_at, struct ts_bucket_result *out);
+
+/* Applies an add to *row (found is false when the key has no row: *row is then filled in).
+ * Returns false when it is refused, leaving *row as it was. */
+bool ts__counter_decide(bool found, struct ts__counter_row *row, int64_t delta, int64_t window_us,
+                        int64_t now, int64_t limit);
+/* Fills out for an add, from the value and window start after the call. */
+void ts__counter_report(bool allowed, int64_t value, int64_t window_start, int64_t window_us,
+                        int64_t now, struct ts_counter_result *out);
 
 /* Backend constructors. path is the part of a sqlite URL after its scheme. */
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,

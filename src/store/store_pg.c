@@ -129,6 +129,22 @@ static const char *const migrations[] = {
     "  ip text,"
     "  meta jsonb"
     ");",
+    /* 2: the counter store (store.h "counters"): token buckets and windowed counters. The
+     * rows are updated in place all the time: no index but the key's, so that updates stay
+     * HOT, and room left in each page for them. last_allowed is how the one-statement upsert
+     * tells its caller what it decided (RETURNING sees only the new row). */
+    "CREATE TABLE buckets("
+    "  key text PRIMARY KEY,"
+    "  full_at bigint NOT NULL," /* when the bucket is full again (no row: full) */
+    "  last_allowed boolean NOT NULL"
+    ") WITH (fillfactor = 80);"
+    "CREATE TABLE counters("
+    "  key text PRIMARY KEY,"
+    "  value bigint NOT NULL,"
+    "  window_start bigint NOT NULL,"
+    "  window_end bigint NOT NULL,"
+    "  last_allowed boolean NOT NULL"
+    ") WITH (fillfactor = 80);",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -143,6 +159,22 @@ static const char *const migrations[] = {
 #define USER_NCOLS 18
 
 #define EMAIL_FILTER "($1::text IS NULL OR strpos(lower(i.email), lower($1::text)) > 0)"
+
+/*
+ * The counters' rules (store.h; ts__bucket_decide and ts__counter_decide in store.c) as SQL,
+ * evaluated by one INSERT ... ON CONFLICT DO UPDATE on the row it has locked: the latest
+ * committed version, whatever other nodes did meanwhile. In DO UPDATE, b.* and c.* are the
+ * row before the update.
+ *
+ * BUCKET_TAKE: $1 key, $2 now, $3 cost * refill_us, $4 capacity * refill_us (the span).
+ */
+#define B_DEFICIT "LEAST(GREATEST(b.full_at - $2::bigint, 0), $4::bigint)"
+#define B_OK "(" B_DEFICIT " + $3::bigint <= $4::bigint)"
+/* COUNTER_ADD: $1 key, $2 delta, $3 window_us, $4 now, $5 limit, $6 the value's maximum. */
+#define C_EXPIRED "($4::bigint >= c.window_start + $3::bigint)"
+#define C_BASE "(CASE WHEN " C_EXPIRED " THEN 0 ELSE c.value END)"
+#define C_START "(CASE WHEN " C_EXPIRED " THEN $4::bigint ELSE c.window_start END)"
+#define C_REFUSED "($5::bigint > 0 AND $2::bigint > 0 AND " C_BASE " + $2::bigint > $5::bigint)"
 
 #define STMT_TABLE(X)                                                                              \
     X(PING, "SELECT 1")                                                                            \
@@ -222,6 +254,26 @@ static const char *const migrations[] = {
       "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < $1::bigint")        \
     X(AUDIT_INSERT, "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "           \
                     "VALUES($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::jsonb)")       \
+    X(BUCKET_TAKE,                                                                                 \
+      "INSERT INTO buckets AS b(key, full_at, last_allowed) "                                      \
+      "VALUES($1::text, $2::bigint + $3::bigint, true) ON CONFLICT(key) DO UPDATE SET "            \
+      "full_at = $2::bigint + " B_DEFICIT " + CASE WHEN " B_OK " THEN $3::bigint ELSE 0 END, "     \
+      "last_allowed = " B_OK " RETURNING full_at, last_allowed")                                   \
+    X(COUNTER_ADD,                                                                                 \
+      "INSERT INTO counters AS c(key, value, window_start, window_end, last_allowed) "             \
+      "VALUES($1::text, LEAST(GREATEST($2::bigint, 0), $6::bigint), $4::bigint, "                  \
+      "$4::bigint + $3::bigint, true) ON CONFLICT(key) DO UPDATE SET "                             \
+      "value = CASE WHEN " C_REFUSED " THEN c.value "                                              \
+      "ELSE LEAST(GREATEST(" C_BASE " + $2::bigint, 0), $6::bigint) END, "                         \
+      "window_start = CASE WHEN " C_REFUSED " THEN c.window_start ELSE " C_START " END, "          \
+      "window_end = CASE WHEN " C_REFUSED " THEN c.window_end "                                    \
+      "ELSE " C_START " + $3::bigint END, "                                                        \
+      "last_allowed = NOT " C_REFUSED " RETURNING value, window_start, last_allowed")              \
+    X(COUNTER_GET, "SELECT value, window_start, window_end FROM counters WHERE key = $1::text")    \
+    X(COUNTER_DELETE, "DELETE FROM counters WHERE key = $1::text")                                 \
+    X(COUNTERS_SWEEP, "WITH b AS (DELETE FROM buckets WHERE full_at < $1::bigint RETURNING 1), "   \
+                      "c AS (DELETE FROM counters WHERE window_end < $1::bigint RETURNING 1) "     \
+                      "SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM c)")                \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(NOTIFY, "SELECT pg_notify('" NOTIFY_CHANNEL "', $1::text)")
 
@@ -1584,6 +1636,158 @@ static void pg_audit(struct ts_store *st, const char *event, const char *actor, 
         ts_log_warn("audit event %s not recorded", event);
 }
 
+/* ---- counters ---- */
+
+/*
+ * Each call is one statement outside any transaction (autocommit), atomic across nodes by
+ * the row lock the upsert takes. They run no pg_notify: counters are not what caches hold.
+ * A write lost with its connection is not retried (it may have committed), as for
+ * meta_insert; the caller sees TS_E_UNAVAILABLE.
+ */
+static enum ts_rc bucket_take(struct op *t, const struct params *p, bool *allowed, int64_t *full_at)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_BUCKET_TAKE, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) == 1) {
+        *full_at = col_i64(r, 0, 0);
+        *allowed = col_bool(r, 0, 1);
+    } else {
+        ts_log_error("postgres bucket take: %d rows", PQntuples(r));
+        rc = TS_E_STORE;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_bucket_take(struct ts_store *st, const char *key,
+                                 const struct ts_bucket_rule *rule, int64_t now, uint32_t cost,
+                                 struct ts_bucket_result *out)
+{
+    struct params p = {0};
+    p_text(&p, key);
+    p_i64(&p, now);
+    p_i64(&p, (int64_t)cost * rule->refill_us);
+    p_i64(&p, (int64_t)rule->capacity * rule->refill_us);
+    bool allowed = false;
+    int64_t full_at = 0;
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = bucket_take(&t, &p, &allowed, &full_at);
+    if (!rc)
+        ts__bucket_report(rule, now, cost, allowed, full_at, out);
+    return rc;
+}
+
+static enum ts_rc counter_add(struct op *t, const struct params *p, bool *allowed, int64_t *value,
+                              int64_t *window_start)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_COUNTER_ADD, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) == 1) {
+        *value = col_i64(r, 0, 0);
+        *window_start = col_i64(r, 0, 1);
+        *allowed = col_bool(r, 0, 2);
+    } else {
+        ts_log_error("postgres counter add: %d rows", PQntuples(r));
+        rc = TS_E_STORE;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_counter_add(struct ts_store *st, const char *key, int64_t delta,
+                                 int64_t window_us, int64_t now, int64_t limit,
+                                 struct ts_counter_result *out)
+{
+    struct params p = {0};
+    p_text(&p, key);
+    p_i64(&p, delta);
+    p_i64(&p, window_us);
+    p_i64(&p, now);
+    p_i64(&p, limit);
+    p_i64(&p, TS_STORE_COUNTER_VALUE_MAX);
+    bool allowed = false;
+    int64_t value = 0, start = 0;
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = counter_add(&t, &p, &allowed, &value, &start);
+    if (!rc)
+        ts__counter_report(allowed, value, start, window_us, now, out);
+    return rc;
+}
+
+static enum ts_rc counter_read(struct op *t, const struct params *p, bool *found,
+                               struct ts__counter_row *row)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_COUNTER_GET, p, &rc);
+    if (!r)
+        return rc;
+    *found = PQntuples(r) > 0;
+    if (*found) {
+        row->value = col_i64(r, 0, 0);
+        row->window_start = col_i64(r, 0, 1);
+        row->window_end = col_i64(r, 0, 2);
+    }
+    PQclear(r);
+    return TS_OK;
+}
+
+static enum ts_rc pg_counter_read(struct ts_store *st, const char *key, bool *found,
+                                  struct ts__counter_row *out)
+{
+    struct params p = {0};
+    p_text(&p, key);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = counter_read(&t, &p, found, out);
+    return rc;
+}
+
+static enum ts_rc pg_counter_reset(struct ts_store *st, const char *key)
+{
+    struct params p = {0};
+    p_text(&p, key);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = run(&t, S_COUNTER_DELETE, &p, NULL);
+    return rc;
+}
+
+static enum ts_rc counters_sweep(struct op *t, const struct params *p, int64_t *deleted)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_COUNTERS_SWEEP, p, &rc);
+    if (!r)
+        return rc;
+    if (deleted)
+        *deleted = PQntuples(r) > 0 ? col_i64(r, 0, 0) : 0;
+    PQclear(r);
+    return TS_OK;
+}
+
+static enum ts_rc pg_counters_sweep(struct ts_store *st, int64_t before, int64_t *deleted)
+{
+    struct params p = {0};
+    p_i64(&p, before);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    int64_t n = 0;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = counters_sweep(&t, &p, &n);
+    if (!rc && deleted)
+        *deleted = n;
+    return rc;
+}
+
 /* ---- change notifications from other nodes ---- */
 
 /* The listener is down: close it, try again in LISTEN_RETRY_US, and stop trusting caches. */
@@ -1731,6 +1935,11 @@ static const struct ts_store_ops pg_ops = {
     .signing_key_promote = pg_signing_key_promote,
     .poll_external = pg_poll_external,
     .audit = pg_audit,
+    .bucket_take = pg_bucket_take,
+    .counter_add = pg_counter_add,
+    .counter_read = pg_counter_read,
+    .counter_reset = pg_counter_reset,
+    .counters_sweep = pg_counters_sweep,
 };
 
 /* ^[a-z_][a-z0-9_]{0,62}$: a name PostgreSQL takes as is, quoted or not. */

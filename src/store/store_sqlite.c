@@ -104,6 +104,17 @@ static const char *const migrations[] = {
     "  ip TEXT,"
     "  meta TEXT"
     ");",
+    /* 2: the counter store (store.h "counters"): token buckets and windowed counters */
+    "CREATE TABLE buckets("
+    "  key TEXT PRIMARY KEY,"
+    "  full_at INTEGER NOT NULL" /* when the bucket is full again (no row: full) */
+    ") WITHOUT ROWID;"
+    "CREATE TABLE counters("
+    "  key TEXT PRIMARY KEY,"
+    "  value INTEGER NOT NULL,"
+    "  window_start INTEGER NOT NULL,"
+    "  window_end INTEGER NOT NULL"
+    ") WITHOUT ROWID;",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -188,6 +199,17 @@ static const char *const migrations[] = {
       "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < ?1")                \
     X(AUDIT_INSERT, "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "           \
                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                              \
+    X(BUCKET_GET, "SELECT full_at FROM buckets WHERE key = ?1")                                    \
+    X(BUCKET_PUT, "INSERT INTO buckets(key, full_at) VALUES(?1, ?2) "                              \
+                  "ON CONFLICT(key) DO UPDATE SET full_at = excluded.full_at")                     \
+    X(COUNTER_GET, "SELECT value, window_start, window_end FROM counters WHERE key = ?1")          \
+    X(COUNTER_PUT,                                                                                 \
+      "INSERT INTO counters(key, value, window_start, window_end) VALUES(?1, ?2, ?3, ?4) "         \
+      "ON CONFLICT(key) DO UPDATE SET value = excluded.value, "                                    \
+      "window_start = excluded.window_start, window_end = excluded.window_end")                    \
+    X(COUNTER_DELETE, "DELETE FROM counters WHERE key = ?1")                                       \
+    X(BUCKETS_SWEEP, "DELETE FROM buckets WHERE full_at < ?1")                                     \
+    X(COUNTERS_SWEEP, "DELETE FROM counters WHERE window_end < ?1")                                \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(DATA_VERSION, "PRAGMA data_version")
 
@@ -1244,6 +1266,185 @@ static void sq_audit(struct ts_store *st, const char *event, const char *actor, 
     release(s, c);
 }
 
+/* ---- counters ---- */
+
+/*
+ * Each counter call is one BEGIN IMMEDIATE transaction: read the row, decide in C
+ * (store.c), write it back if it changed. Our threads queue on write_lock and other processes
+ * on SQLite's write lock, so no two calls ever see the same row state.
+ */
+static enum ts_rc sq_bucket_take(struct ts_store *st, const char *key,
+                                 const struct ts_bucket_rule *rule, int64_t now, uint32_t cost,
+                                 struct ts_bucket_result *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (rc)
+        goto out;
+    enum ts_rc r = TS_OK;
+    bool found = false;
+    int64_t full_at = 0;
+    sqlite3_stmt *q = stmt(c, S_BUCKET_GET);
+    if (!q) {
+        r = TS_E_STORE;
+    } else {
+        bind_text(q, 1, key);
+        int sr = sqlite3_step(q);
+        if (sr == SQLITE_ROW) {
+            found = true;
+            full_at = sqlite3_column_int64(q, 0);
+        } else if (sr != SQLITE_DONE) {
+            r = map_rc(c, sr, "bucket get");
+        }
+        done(q);
+    }
+    int64_t next = 0;
+    bool allowed = false;
+    if (!r) {
+        allowed = ts__bucket_decide(rule, now, cost, found, full_at, &next);
+        if (!found || next != full_at) {
+            q = stmt(c, S_BUCKET_PUT);
+            if (q) {
+                bind_text(q, 1, key);
+                sqlite3_bind_int64(q, 2, next);
+            }
+            r = run(c, q, "bucket put");
+        }
+    }
+    rc = tx_end(s, c, r);
+    if (!rc)
+        ts__bucket_report(rule, now, cost, allowed, next, out);
+out:
+    release(s, c);
+    return rc;
+}
+
+/* Reads key's counter row on c. */
+static enum ts_rc counter_read(struct sq_conn *c, const char *key, bool *found,
+                               struct ts__counter_row *row)
+{
+    sqlite3_stmt *q = stmt(c, S_COUNTER_GET);
+    if (!q)
+        return TS_E_STORE;
+    bind_text(q, 1, key);
+    enum ts_rc r = TS_OK;
+    int sr = sqlite3_step(q);
+    if (sr == SQLITE_ROW) {
+        *found = true;
+        row->value = sqlite3_column_int64(q, 0);
+        row->window_start = sqlite3_column_int64(q, 1);
+        row->window_end = sqlite3_column_int64(q, 2);
+    } else if (sr == SQLITE_DONE) {
+        *found = false;
+    } else {
+        r = map_rc(c, sr, "counter get");
+    }
+    done(q);
+    return r;
+}
+
+static enum ts_rc sq_counter_add(struct ts_store *st, const char *key, int64_t delta,
+                                 int64_t window_us, int64_t now, int64_t limit,
+                                 struct ts_counter_result *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (rc)
+        goto out;
+    bool found = false, allowed = false;
+    struct ts__counter_row row = {0};
+    enum ts_rc r = counter_read(c, key, &found, &row);
+    if (!r) {
+        allowed = ts__counter_decide(found, &row, delta, window_us, now, limit);
+        if (allowed) {
+            sqlite3_stmt *q = stmt(c, S_COUNTER_PUT);
+            if (q) {
+                bind_text(q, 1, key);
+                sqlite3_bind_int64(q, 2, row.value);
+                sqlite3_bind_int64(q, 3, row.window_start);
+                sqlite3_bind_int64(q, 4, row.window_end);
+            }
+            r = run(c, q, "counter put");
+        }
+    }
+    rc = tx_end(s, c, r);
+    if (!rc)
+        ts__counter_report(allowed, row.value, row.window_start, window_us, now, out);
+out:
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_counter_read(struct ts_store *st, const char *key, bool *found,
+                                  struct ts__counter_row *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = counter_read(c, key, found, out);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_counter_reset(struct ts_store *st, const char *key)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_COUNTER_DELETE);
+        if (q)
+            bind_text(q, 1, key);
+        rc = tx_end(s, c, run(c, q, "counter delete"));
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_counters_sweep(struct ts_store *st, int64_t before, int64_t *deleted)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_BUCKETS_SWEEP);
+        if (q)
+            sqlite3_bind_int64(q, 1, before);
+        enum ts_rc r = run(c, q, "buckets sweep");
+        if (!r) {
+            n += sqlite3_changes(c->db);
+            q = stmt(c, S_COUNTERS_SWEEP);
+            if (q)
+                sqlite3_bind_int64(q, 1, before);
+            r = run(c, q, "counters sweep");
+        }
+        if (!r)
+            n += sqlite3_changes(c->db);
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    if (!rc && deleted)
+        *deleted = n;
+    return rc;
+}
+
 /* PRAGMA data_version changes when any *other* connection committed since this one last
  * looked: the CLI, but also this process's pooled connections, so some bumps are spurious,
  * which only costs cache refills. */
@@ -1290,6 +1491,11 @@ static const struct ts_store_ops sqlite_ops = {
     .signing_key_promote = sq_signing_key_promote,
     .poll_external = sq_poll_external,
     .audit = sq_audit,
+    .bucket_take = sq_bucket_take,
+    .counter_add = sq_counter_add,
+    .counter_read = sq_counter_read,
+    .counter_reset = sq_counter_reset,
+    .counters_sweep = sq_counters_sweep,
 };
 
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,
