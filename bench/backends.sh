@@ -31,17 +31,21 @@ cp build/tessera "$TMP/tessera"
 eval "$(bash scripts/pg.sh start "$PGDIR")" # shell variables only: tessera refuses unknown TESSERA_*
 PGURL_BASE="host=$TESSERA_TEST_PG_HOST&port=$TESSERA_TEST_PG_PORT&user=postgres"
 
-# start_node NAME URL PORT: migrate and serve; prints the pid
+# start_node NAME URL PORT: migrate and serve; sets NODE_PID (no subshell, so that the cleanup
+# trap knows every server it must stop)
 start_node() {
     local name=$1 url=$2 port=$3
+    if curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1; then
+        log "port $port is taken by another server"; exit 1
+    fi
     env TESSERA_DATABASE_URL="$url" TESSERA_LISTEN="127.0.0.1:$port" TESSERA_MAILER_AUTOCONFIRM=true \
         TESSERA_LOG_REQUESTS=false "$TMP/tessera" migrate >"$OUT/$name.migrate.txt" 2>&1
     env TESSERA_DATABASE_URL="$url" TESSERA_LISTEN="127.0.0.1:$port" TESSERA_MAILER_AUTOCONFIRM=true \
         TESSERA_LOG_REQUESTS=false "$TMP/tessera" serve >"$OUT/$name.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
+    NODE_PID=$!
+    PIDS+=("$NODE_PID")
     for _ in $(seq 1 200); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null && { echo "$pid"; return; }
+        curl -sf "http://127.0.0.1:$port/health" >/dev/null && return
         sleep 0.05
     done
     log "node $name did not start"; exit 1
@@ -75,7 +79,8 @@ RESULTS="$TMP/results.tsv"
 
 measure_backend() { # NAME URL PORT
     local name=$1 url=$2 port=$3 pid
-    pid=$(start_node "$name" "$url" "$port")
+    start_node "$name" "$url" "$port"
+    pid=$NODE_PID
     signups "$port" 8 "$name-login" "$TMP/$name-login.txt"
     local token
     token=$(head -n1 "$TMP/$name-login.txt" | cut -f1)
@@ -108,8 +113,8 @@ measure_backend postgres "postgresql:///bench_one?$PGURL_BASE" 19502
 log "two nodes vs one on PostgreSQL"
 createdb -h "$TESSERA_TEST_PG_HOST" -p "$TESSERA_TEST_PG_PORT" -U postgres bench_two
 URL="postgresql:///bench_two?$PGURL_BASE"
-A=$(start_node node-a "$URL" 19503)
-B=$(start_node node-b "$URL" 19504)
+start_node node-a "$URL" 19503
+start_node node-b "$URL" 19504
 signups 19503 1 two "$TMP/two.tsv"
 TOKEN=$(cut -f1 "$TMP/two.tsv")
 one=(); two=(); rone=(); rtwo=()
@@ -156,6 +161,11 @@ RONE=$(printf '%s\n' "${rone[@]}" | median); RTWO=$(printf '%s\n' "${rtwo[@]}" |
     echo "| --- | ---: | ---: | ---: |"
     echo "| GET /user req/s | $ONE | $TWO | $(awk -v a="$ONE" -v b="$TWO" 'BEGIN {printf "%.2f", b / a}') |"
     echo "| refresh grant /s | $RONE | $RTWO | $(awk -v a="$RONE" -v b="$RTWO" 'BEGIN {printf "%.2f", b / a}') |"
+    echo
+    echo "GET /user is answered from the per-session User cache on both backends (the database is not"
+    echo "read while nothing changes), so its figures differ by noise: medians move by ±15 % from run to"
+    echo "run here (raw outputs in bench/out/backends/). Refreshes write, so they show the backend: a"
+    echo "PostgreSQL refresh takes about seven round trips on the Unix socket."
     echo
     echo "On this 2-core machine the second node adds no cores, only a second process competing for"
     echo "the same two: the ratio shows what running several nodes costs or saves, not how the"

@@ -330,7 +330,7 @@ static const char jwt_usage[] =
     "list shows the ES256 signing keys and their state (next, active, retired).\n"
     "rotate promotes the next key (already published in the JWKS) to active, retires the\n"
     "active one (it keeps verifying for 7 days), and publishes a new next key. Running\n"
-    "servers pick the change up within 5 seconds. With JWT_SECRET (HS256) there is nothing\n"
+    "servers pick the change up within a second. With JWT_SECRET (HS256) there is nothing\n"
     "to rotate here: change the secret instead.\n";
 
 int cli_jwt(int argc, char **argv)

@@ -9,8 +9,10 @@
 
 #include "cli.h"
 
-#define KEY_RELOAD_US (5LL * 1000000) /* how often serve re-reads the signing keys */
-#define EXTERNAL_POLL_US 100000       /* how often serve looks for other processes' commits */
+#define KEY_RELOAD_US                                                                              \
+    500000                      /* how often serve re-reads the signing keys: a rotation made      \
+                                 * elsewhere must reach every node within a second */
+#define EXTERNAL_POLL_US 100000 /* how often serve looks for other processes' commits */
 
 int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usage, bool *done)
 {

@@ -3,8 +3,11 @@
 // the cluster, not per node. Skipped on SQLite, which serves one node.
 import { before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import {
   PG,
+  BIN,
+  jwtHeader,
   startServer,
   finish,
   test,
@@ -100,4 +103,17 @@ cluster('both nodes serve the same signing keys and verify each other\'s tokens'
   assert.deepEqual(ka, kb);
   const u = await newUser(b, { prefix: 'cluster-keys' });
   assert.equal((await getUserRaw(a, u.session.access_token)).status, 200);
+});
+
+cluster('a key rotation made through one node\'s database reaches both nodes within a second', async () => {
+  const r = spawnSync(BIN, ['jwt', 'rotate'], { env: a.env, encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  const kid = r.stdout.trim().split(/\s+/).pop();
+  for (const node of [a, b]) {
+    const switched = await eventually(async () => {
+      const u = await newUser(node, { prefix: 'cluster-rotate' });
+      return jwtHeader(u.session.access_token).kid === kid;
+    }, 1500);
+    assert.ok(switched, `${node.url} signs with the new key`);
+  }
 });
