@@ -780,7 +780,10 @@ static enum ts_rc sq_user_update(struct ts_store *st, const struct ts_user *u, i
     return rc;
 }
 
-static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
+/* Runs one statement with one text parameter as a whole write transaction; with must_change,
+ * a statement that changed no row gives TS_E_NOT_FOUND. */
+static enum ts_rc write_one_text(struct ts_store *st, enum stmt_id id, const char *arg,
+                                 bool must_change, const char *what)
 {
     struct sq_store *s = sq(st);
     struct sq_conn *c;
@@ -789,16 +792,21 @@ static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
         return rc;
     rc = tx_begin(s, c);
     if (!rc) {
-        sqlite3_stmt *q = stmt(c, S_USER_DELETE);
+        sqlite3_stmt *q = stmt(c, id);
         if (q)
-            bind_text(q, 1, id);
-        enum ts_rc r = run(c, q, "user delete");
-        if (!r && sqlite3_changes(c->db) == 0)
+            bind_text(q, 1, arg);
+        enum ts_rc r = run(c, q, what);
+        if (!r && must_change && sqlite3_changes(c->db) == 0)
             r = TS_E_NOT_FOUND;
         rc = tx_end(s, c, r);
     }
     release(s, c);
     return rc;
+}
+
+static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
+{
+    return write_one_text(st, S_USER_DELETE, id, true, "user delete");
 }
 
 static enum ts_rc sq_user_list(struct ts_store *st, int64_t offset, int64_t limit,
@@ -1008,23 +1016,7 @@ static enum ts_rc sq_session_user(struct ts_store *st, const char *session_id, c
 
 static enum ts_rc sq_session_delete(struct ts_store *st, const char *session_id)
 {
-    struct sq_store *s = sq(st);
-    struct sq_conn *c;
-    enum ts_rc rc = acquire(s, &c);
-    if (rc)
-        return rc;
-    rc = tx_begin(s, c);
-    if (!rc) {
-        sqlite3_stmt *q = stmt(c, S_SESSION_DELETE);
-        if (q)
-            bind_text(q, 1, session_id);
-        enum ts_rc r = run(c, q, "session delete");
-        if (!r && sqlite3_changes(c->db) == 0)
-            r = TS_E_NOT_FOUND;
-        rc = tx_end(s, c, r);
-    }
-    release(s, c);
-    return rc;
+    return write_one_text(st, S_SESSION_DELETE, session_id, true, "session delete");
 }
 
 static enum ts_rc sq_sessions_delete_for_user(struct ts_store *st, const char *user_id,
@@ -1398,20 +1390,7 @@ static enum ts_rc sq_counter_read(struct ts_store *st, const char *key, bool *fo
 
 static enum ts_rc sq_counter_reset(struct ts_store *st, const char *key)
 {
-    struct sq_store *s = sq(st);
-    struct sq_conn *c;
-    enum ts_rc rc = acquire(s, &c);
-    if (rc)
-        return rc;
-    rc = tx_begin(s, c);
-    if (!rc) {
-        sqlite3_stmt *q = stmt(c, S_COUNTER_DELETE);
-        if (q)
-            bind_text(q, 1, key);
-        rc = tx_end(s, c, run(c, q, "counter delete"));
-    }
-    release(s, c);
-    return rc;
+    return write_one_text(st, S_COUNTER_DELETE, key, false, "counter delete");
 }
 
 static enum ts_rc sq_counters_sweep(struct ts_store *st, int64_t before, int64_t *deleted)
