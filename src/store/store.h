@@ -107,7 +107,8 @@ TS_NODISCARD enum ts_rc ts_store_user_get_by_email(struct ts_store *st, const ch
  * taken. */
 TS_NODISCARD enum ts_rc ts_store_user_update(struct ts_store *st, const struct ts_user *u,
                                              int64_t expected_updated_at);
-/* Deletes the user with its credentials, sessions and refresh tokens, atomically. */
+/* Deletes the user with its credentials, sessions, refresh tokens, and the /v1 tokens and keys
+ * bound to it, atomically. */
 TS_NODISCARD enum ts_rc ts_store_user_delete(struct ts_store *st, const char *id);
 /* Lists users ordered by creation (oldest first), offset >= 0, limit > 0 (else TS_E_INVALID);
  * filter (may be NULL) matches a substring of the e-mail, case-insensitively. *total counts all
@@ -314,6 +315,297 @@ TS_NODISCARD enum ts_rc ts_store_counter_reset(struct ts_store *st, const char *
  */
 TS_NODISCARD enum ts_rc ts_store_counters_sweep(struct ts_store *st, int64_t now_us,
                                                 int64_t *deleted);
+
+/* ---- the native model (/v1): collections, documents, indexes ---- */
+
+/*
+ * Collections hold documents: {id, data (a JSON object), ts, optional expiry}. The built-in
+ * "users" collection is not stored here: its documents are the users above, and every call
+ * below that takes a collection refuses "users" with TS_E_INVALID unless it says otherwise
+ * (the API maps "users" onto the user operations).
+ *
+ * Liveness: a document whose expires_at is set and <= now is expired. It reads as absent
+ * everywhere (get, list, lookups, unique indexes, identity checks) and is deleted by
+ * ts_store_sweep later, or at once when its id or one of its unique terms is written again.
+ * Every write of a document, collection or index moves the change epoch.
+ *
+ * Names (collections, indexes) match ^[A-Za-z_][A-Za-z0-9_-]{0,63}$ and document ids
+ * ^[A-Za-z0-9._-]{1,128}$; the API checks them and the store trusts them.
+ */
+#define TS_STORE_NAME_MAX 64
+#define TS_STORE_DOC_ID_MAX 128
+
+struct ts_collection_info {
+    char *name;
+    int64_t created_at;
+};
+void ts_collection_infos_free(struct ts_collection_info *list, size_t n);
+
+/* TS_E_CONFLICT when it exists. */
+TS_NODISCARD enum ts_rc ts_store_collection_create(struct ts_store *st, const char *name,
+                                                   int64_t now);
+/* TS_E_NOT_FOUND when it does not exist. out may be NULL (existence check). */
+TS_NODISCARD enum ts_rc ts_store_collection_get(struct ts_store *st, const char *name,
+                                                struct ts_collection_info *out);
+/* Collections by name, those after `after` (NULL: from the start), at most limit (> 0). */
+TS_NODISCARD enum ts_rc ts_store_collection_list(struct ts_store *st, const char *after,
+                                                 int64_t limit, struct ts_collection_info **out,
+                                                 size_t *out_n);
+/* Deletes the collection, its indexes and its documents, with everything bound to them
+ * (credentials, tokens, keys), atomically. TS_E_NOT_FOUND when it does not exist. */
+TS_NODISCARD enum ts_rc ts_store_collection_delete(struct ts_store *st, const char *name);
+
+struct ts_index_def {
+    char *name;
+    json_t *terms; /* an array of 1..8 paths "data.a.b" (each segment 1..64 bytes); owned */
+    bool unique;
+    int64_t created_at;
+};
+void ts_index_defs_free(struct ts_index_def *list, size_t n);
+
+/*
+ * Creates an index and fills it from the collection's live documents in the same
+ * transaction. TS_E_NOT_FOUND without the collection; TS_E_CONFLICT when the name is taken,
+ * or when the index is unique and two live documents share a term (nothing is created);
+ * TS_E_INVALID when terms is not a valid array of paths.
+ */
+TS_NODISCARD enum ts_rc ts_store_index_create(struct ts_store *st, const char *collection,
+                                              const struct ts_index_def *def, int64_t now);
+/* The collection's indexes by name. TS_E_NOT_FOUND without the collection. */
+TS_NODISCARD enum ts_rc ts_store_index_list(struct ts_store *st, const char *collection,
+                                            struct ts_index_def **out, size_t *out_n);
+TS_NODISCARD enum ts_rc ts_store_index_get(struct ts_store *st, const char *collection,
+                                           const char *name, struct ts_index_def *out);
+TS_NODISCARD enum ts_rc ts_store_index_delete(struct ts_store *st, const char *collection,
+                                              const char *name);
+
+/*
+ * The term key of an index entry: the values at the index's term paths, each turned into
+ * text (a string as it is; a number as its JSON text, integers without a fraction; true and
+ * false as words), packed as a compact JSON array of strings. A document whose value at any
+ * path is missing, null, an object or an array is not in the index (ts_store_index_key_of
+ * returns NULL). ts_store_index_key packs values given by a client (an array of strings,
+ * numbers or booleans, one per term) the same way, so `?term=5` finds both 5 and "5".
+ * Heap strings; NULL when there is no key. Used by the backends, and by the API for lookups.
+ */
+char *ts_store_index_key_of(const json_t *terms, const json_t *data);
+char *ts_store_index_key(const json_t *values);
+/* True when terms is a valid terms array (see struct ts_index_def). */
+bool ts_store_index_terms_valid(const json_t *terms);
+
+struct ts_doc {
+    char *collection;
+    char *id;
+    json_t *data; /* an object; owned */
+    int64_t ts;   /* the time of the last write, microseconds; grows with every write */
+    int64_t created_at;
+    int64_t expires_at; /* 0: never */
+};
+void ts_doc_free(struct ts_doc *d);
+void ts_doc_list_free(struct ts_doc **list, size_t n);
+
+enum ts_doc_mode {
+    TS_DOC_CREATE,  /* a new document: TS_E_CONFLICT if a live one has this id */
+    TS_DOC_REPLACE, /* an existing live document: TS_E_NOT_FOUND otherwise */
+};
+
+struct ts_doc_write {
+    enum ts_doc_mode mode;
+    const char *collection;
+    const char *id;
+    const json_t *data; /* the whole new data object */
+    int64_t expires_at; /* 0: never */
+    /* REPLACE: when non-zero, write only if the stored ts still equals it (compare-and-swap;
+     * TS_E_STALE otherwise) */
+    int64_t expect_ts;
+    /* When not NULL, the document's password credential becomes this hash (PHC string) in the
+     * same transaction. */
+    const char *password_hash;
+    int64_t now; /* the new ts is max(now, previous ts + 1); created_at = now on CREATE */
+};
+
+/*
+ * Creates or replaces a document, keeping every index of its collection in step, atomically.
+ * TS_E_NOT_FOUND without the collection (or, for REPLACE, without a live document);
+ * TS_E_CONFLICT when a live document holds the id (CREATE) or one of the new unique terms.
+ * CREATE over an expired document first deletes it with everything bound to it (tokens, keys,
+ * credential), so a re-created id never revives them. *out (may be NULL) gets the document
+ * as stored.
+ */
+TS_NODISCARD enum ts_rc ts_store_doc_write(struct ts_store *st, const struct ts_doc_write *w,
+                                           struct ts_doc **out);
+/* TS_E_NOT_FOUND when absent or expired (or the collection does not exist). */
+TS_NODISCARD enum ts_rc ts_store_doc_get(struct ts_store *st, const char *collection,
+                                         const char *id, int64_t now, struct ts_doc **out);
+/* Deletes the document with its index entries, credential, tokens and keys, atomically.
+ * TS_E_NOT_FOUND when it was absent or already expired (an expired one is deleted too). */
+TS_NODISCARD enum ts_rc ts_store_doc_delete(struct ts_store *st, const char *collection,
+                                            const char *id, int64_t now);
+/* Live documents ordered by id, ids after `after` (NULL: from the start), at most limit
+ * (1..1000). TS_E_NOT_FOUND without the collection. */
+TS_NODISCARD enum ts_rc ts_store_doc_list(struct ts_store *st, const char *collection,
+                                          const char *after, int64_t limit, int64_t now,
+                                          struct ts_doc ***out, size_t *out_n);
+/* Live documents whose entry in index `index` has term key `key` (ts_store_index_key),
+ * ordered by id, after `after`, at most limit (1..1000), through the database index.
+ * TS_E_NOT_FOUND when the collection or the index does not exist. */
+TS_NODISCARD enum ts_rc ts_store_index_lookup(struct ts_store *st, const char *collection,
+                                              const char *index, const char *key, const char *after,
+                                              int64_t limit, int64_t now, struct ts_doc ***out,
+                                              size_t *out_n);
+
+/* The collections ("users" included, first) in which a live identity with this id exists:
+ * a user (not deleted) or a live document. Heap array of heap strings; *out_n may be 0. */
+TS_NODISCARD enum ts_rc ts_store_identity_collections(struct ts_store *st, const char *id,
+                                                      int64_t now, char ***out, size_t *out_n);
+void ts_strings_free(char **list, size_t n);
+
+/* ---- credentials of any identity (collection "users" allowed: the users' passwords) ---- */
+
+struct ts_credential_info {
+    char *collection;
+    char *id;       /* the identity's id */
+    char *strategy; /* "password" */
+    int64_t created_at;
+    int64_t updated_at;
+};
+void ts_credential_infos_free(struct ts_credential_info *list, size_t n);
+
+/* The identity's password hash. TS_E_NOT_FOUND when the identity is not live (a user that
+ * does not exist; a document absent or expired) or has no password. */
+TS_NODISCARD enum ts_rc ts_store_credential_get(struct ts_store *st, const char *collection,
+                                                const char *id, int64_t now, char **out_hash);
+/* Sets the identity's password hash, only if the stored hash still equals expect_old when that
+ * is not NULL (TS_E_CONFLICT otherwise, as ts_store_password_set). TS_E_NOT_FOUND when the
+ * identity is not live. */
+TS_NODISCARD enum ts_rc ts_store_credential_set(struct ts_store *st, const char *collection,
+                                                const char *id, const char *hash,
+                                                const char *expect_old, int64_t now);
+/* Deletes the identity's password credential; with revoke, also its tokens (and, for users,
+ * its sessions) in the same transaction, counted in *revoked (may be NULL). TS_E_NOT_FOUND
+ * when it had none. */
+TS_NODISCARD enum ts_rc ts_store_credential_delete(struct ts_store *st, const char *collection,
+                                                   const char *id, bool revoke, int64_t *revoked);
+/* Credentials ordered by (collection, id), "users" included; only those of `collection` when
+ * it is not NULL; after the position (after_collection, after_id) when both are not NULL; at
+ * most limit (1..1000). Never a hash. */
+TS_NODISCARD enum ts_rc ts_store_credential_list(struct ts_store *st, const char *collection,
+                                                 const char *after_collection, const char *after_id,
+                                                 int64_t limit, struct ts_credential_info **out,
+                                                 size_t *out_n);
+
+/* ---- opaque secrets: tokens (tst_, bound to an identity) and keys (tsk_, bound to a role) ---- */
+
+#define TS_SECRET_HASH_LEN 32 /* SHA-256 of the whole secret text */
+
+enum ts_secret_kind { TS_SECRET_TOKEN, TS_SECRET_KEY };
+
+struct ts_secret_row {
+    char id[TS_STORE_ID_LEN + 1];
+    enum ts_secret_kind kind;
+    char *identity_collection; /* tokens: always; keys: NULL unless bound to an identity */
+    char *identity_id;
+    char *role;        /* keys: the role; tokens: NULL */
+    char *origin;      /* "login", "admin", "exchange", "cli" */
+    char *description; /* may be NULL */
+    json_t *data;      /* the caller's data (an object), may be NULL; owned */
+    json_t *meta;      /* origin metadata (exchanges: provider, sub...), may be NULL; owned */
+    int64_t created_at;
+    int64_t expires_at; /* 0: never (keys only; tokens always expire) */
+};
+void ts_secret_row_free(struct ts_secret_row *r);
+void ts_secret_rows_free(struct ts_secret_row **list, size_t n);
+
+/* Stores a secret's row under the SHA-256 of its text. For a row with an identity, the
+ * identity must be live at now (in the same transaction; TS_E_NOT_FOUND otherwise).
+ * TS_E_CONFLICT when the id or hash exists (never, with random ones). */
+TS_NODISCARD enum ts_rc ts_store_secret_create(struct ts_store *st, const struct ts_secret_row *row,
+                                               const uint8_t hash[TS_SECRET_HASH_LEN], int64_t now);
+
+enum ts_secret_state {
+    TS_SECRET_LIVE,          /* usable */
+    TS_SECRET_UNKNOWN,       /* no secret with this hash */
+    TS_SECRET_EXPIRED,       /* its expires_at is <= now */
+    TS_SECRET_IDENTITY_GONE, /* its identity does not exist, has expired, is banned (users),
+                                or was re-created after the secret (never revived) */
+};
+
+/*
+ * Fauna's check for a presented secret, in order: the secret exists, has not expired, and its
+ * identity (if any) exists, has not expired and was created before the secret. *state says
+ * which failed; *out (may be NULL) gets the row when LIVE (NULL otherwise), and
+ * *valid_until the time until which the answer LIVE holds unless something is written
+ * (the earliest of the secret's and the identity's expiries; INT64_MAX when neither expires).
+ */
+TS_NODISCARD enum ts_rc ts_store_secret_check(struct ts_store *st,
+                                              const uint8_t hash[TS_SECRET_HASH_LEN], int64_t now,
+                                              enum ts_secret_state *state,
+                                              struct ts_secret_row **out, int64_t *valid_until);
+/* A live (unexpired) secret's row by id. TS_E_NOT_FOUND otherwise. */
+TS_NODISCARD enum ts_rc ts_store_secret_get(struct ts_store *st, const char *id, int64_t now,
+                                            struct ts_secret_row **out);
+
+struct ts_secret_filter {
+    enum ts_secret_kind kind;
+    const char *identity_collection; /* with identity_id: only secrets bound to it */
+    const char *identity_id;
+    const char *after; /* ids after this one (NULL: from the start) */
+    int64_t limit;     /* 1..1000 */
+    int64_t now;       /* expired secrets are left out */
+};
+/* Secrets of one kind ordered by id. */
+TS_NODISCARD enum ts_rc ts_store_secret_list(struct ts_store *st, const struct ts_secret_filter *f,
+                                             struct ts_secret_row ***out, size_t *out_n);
+/* Deletes the secret of this kind and id. TS_E_NOT_FOUND when there is none. */
+TS_NODISCARD enum ts_rc ts_store_secret_delete(struct ts_store *st, enum ts_secret_kind kind,
+                                               const char *id);
+/* Deletes the secrets of one kind bound to an identity, except except_id (may be NULL);
+ * *deleted (may be NULL) gets the count. */
+TS_NODISCARD enum ts_rc ts_store_secrets_delete_for_identity(struct ts_store *st,
+                                                             enum ts_secret_kind kind,
+                                                             const char *collection, const char *id,
+                                                             const char *except_id,
+                                                             int64_t *deleted);
+
+/* ---- the sessions ledger (GoTrue sessions of a user) ---- */
+
+struct ts_session_info {
+    char id[TS_STORE_ID_LEN + 1];
+    char *aal;
+    char *ip;         /* may be NULL */
+    char *user_agent; /* may be NULL */
+    int64_t created_at;
+    int64_t refreshed_at;          /* 0: never refreshed */
+    int64_t not_after;             /* 0: none */
+    int64_t refresh_tokens;        /* tokens issued in the session's refresh family */
+    int64_t refresh_tokens_active; /* of which not yet used (0 after a reuse revoked it) */
+};
+void ts_session_infos_free(struct ts_session_info *list, size_t n);
+/* The user's sessions, oldest first. */
+TS_NODISCARD enum ts_rc ts_store_session_list(struct ts_store *st, const char *user_id,
+                                              struct ts_session_info **out, size_t *out_n);
+
+/* ---- the sweeper ---- */
+
+struct ts_sweep_counts {
+    int64_t tokens;         /* expired tokens deleted */
+    int64_t keys;           /* expired keys deleted */
+    int64_t documents;      /* expired documents deleted (with what was bound to them) */
+    int64_t sessions;       /* sessions past their not_after */
+    int64_t refresh_tokens; /* refresh tokens used before refresh_before */
+};
+
+/*
+ * One batch of housekeeping: deletes at most `batch` (1..100000) rows of each kind that can
+ * no longer be used: tokens and keys with expires_at <= now, documents expired at now (and
+ * their tokens, keys and credentials), sessions with not_after <= now, and refresh tokens
+ * revoked before refresh_before (used long ago: kept until then so that their reuse is still
+ * recognised). Each kind is its own short transaction, so requests are never held up for
+ * long. *out receives this batch's counts (added to nothing): the caller repeats until a
+ * batch deletes fewer than `batch` of every kind. Moves the epoch when it deleted anything.
+ */
+TS_NODISCARD enum ts_rc ts_store_sweep(struct ts_store *st, int64_t now, int64_t refresh_before,
+                                       int64_t batch, struct ts_sweep_counts *out);
 
 /* ---- change epoch: lets callers cache what they read about users and sessions ---- */
 

@@ -65,6 +65,59 @@ struct ts_store_ops {
                                struct ts__counter_row *out);
     enum ts_rc (*counter_reset)(struct ts_store *st, const char *key);
     enum ts_rc (*counters_sweep)(struct ts_store *st, int64_t before, int64_t *deleted);
+    /* The native model (store.h): store.c has refused the "users" collection where the
+     * contract says so, and checked limits (1..1000) and batch sizes. */
+    enum ts_rc (*collection_create)(struct ts_store *st, const char *name, int64_t now);
+    enum ts_rc (*collection_get)(struct ts_store *st, const char *name,
+                                 struct ts_collection_info *out);
+    enum ts_rc (*collection_list)(struct ts_store *st, const char *after, int64_t limit,
+                                  struct ts_collection_info **out, size_t *out_n);
+    enum ts_rc (*collection_delete)(struct ts_store *st, const char *name);
+    enum ts_rc (*index_create)(struct ts_store *st, const char *collection,
+                               const struct ts_index_def *def, int64_t now);
+    enum ts_rc (*index_list)(struct ts_store *st, const char *collection, struct ts_index_def **out,
+                             size_t *out_n);
+    enum ts_rc (*index_get)(struct ts_store *st, const char *collection, const char *name,
+                            struct ts_index_def *out);
+    enum ts_rc (*index_delete)(struct ts_store *st, const char *collection, const char *name);
+    enum ts_rc (*doc_write)(struct ts_store *st, const struct ts_doc_write *w, struct ts_doc **out);
+    enum ts_rc (*doc_get)(struct ts_store *st, const char *collection, const char *id, int64_t now,
+                          struct ts_doc **out);
+    enum ts_rc (*doc_delete)(struct ts_store *st, const char *collection, const char *id,
+                             int64_t now);
+    enum ts_rc (*doc_list)(struct ts_store *st, const char *collection, const char *after,
+                           int64_t limit, int64_t now, struct ts_doc ***out, size_t *out_n);
+    enum ts_rc (*index_lookup)(struct ts_store *st, const char *collection, const char *index,
+                               const char *key, const char *after, int64_t limit, int64_t now,
+                               struct ts_doc ***out, size_t *out_n);
+    enum ts_rc (*identity_collections)(struct ts_store *st, const char *id, int64_t now,
+                                       char ***out, size_t *out_n);
+    enum ts_rc (*credential_get)(struct ts_store *st, const char *collection, const char *id,
+                                 int64_t now, char **out_hash);
+    enum ts_rc (*credential_set)(struct ts_store *st, const char *collection, const char *id,
+                                 const char *hash, const char *expect_old, int64_t now);
+    enum ts_rc (*credential_delete)(struct ts_store *st, const char *collection, const char *id,
+                                    bool revoke, int64_t *revoked);
+    enum ts_rc (*credential_list)(struct ts_store *st, const char *collection,
+                                  const char *after_collection, const char *after_id, int64_t limit,
+                                  struct ts_credential_info **out, size_t *out_n);
+    enum ts_rc (*secret_create)(struct ts_store *st, const struct ts_secret_row *row,
+                                const uint8_t hash[TS_SECRET_HASH_LEN], int64_t now);
+    enum ts_rc (*secret_check)(struct ts_store *st, const uint8_t hash[TS_SECRET_HASH_LEN],
+                               int64_t now, enum ts_secret_state *state, struct ts_secret_row **out,
+                               int64_t *valid_until);
+    enum ts_rc (*secret_get)(struct ts_store *st, const char *id, int64_t now,
+                             struct ts_secret_row **out);
+    enum ts_rc (*secret_list)(struct ts_store *st, const struct ts_secret_filter *f,
+                              struct ts_secret_row ***out, size_t *out_n);
+    enum ts_rc (*secret_delete)(struct ts_store *st, enum ts_secret_kind kind, const char *id);
+    enum ts_rc (*secrets_delete_for_identity)(struct ts_store *st, enum ts_secret_kind kind,
+                                              const char *collection, const char *id,
+                                              const char *except_id, int64_t *deleted);
+    enum ts_rc (*session_list)(struct ts_store *st, const char *user_id,
+                               struct ts_session_info **out, size_t *out_n);
+    enum ts_rc (*sweep)(struct ts_store *st, int64_t now, int64_t refresh_before, int64_t batch,
+                        struct ts_sweep_counts *out);
 };
 
 struct ts_store {
@@ -101,6 +154,10 @@ bool ts__counter_decide(bool found, struct ts__counter_row *row, int64_t delta, 
 /* Fills out for an add, from the value and window start after the call. */
 void ts__counter_report(bool allowed, int64_t value, int64_t window_start, int64_t window_us,
                         int64_t now, struct ts_counter_result *out);
+
+/* Text forms of enum ts_secret_kind as stored ("token", "key"), and back. */
+const char *ts__secret_kind_text(enum ts_secret_kind k);
+enum ts_secret_kind ts__secret_kind_from_text(const char *t);
 
 /* Backend constructors. path is the part of a sqlite URL after its scheme. */
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,
