@@ -331,6 +331,13 @@ P(`Start-up: from exec of \`tessera serve\` (database already migrated; migrate 
   'first 200 from GET /health, polled every 5 ms. Idle RSS: VmRSS right after that answer.', '');
 table(['Server start', 'start-up', 'idle RSS'], starts.map((r) => [r.label, ms(r.ex.startup_ms), mb(r.ex.idle_rss_kb)]));
 
+// The native API's figures, written by bench/v1.sh: carried over as they are.
+if (existsSync(resultsPath)) {
+  const old = readFileSync(resultsPath, 'utf8');
+  const m = old.match(/\n## Native API \(\/v1\)\n([\s\S]*?)(?=\n## |$)/);
+  if (m && m[1].trim()) P('## Native API (/v1)', '', ...m[1].trim().split('\n'), '');
+}
+
 P('## Durability', '');
 const placeholder = ['Kill -9 durability of the refresh grant is checked outside this harness; the lead',
   'engineer records the method and the result in this section, which bench/run.sh carries over',
@@ -355,6 +362,7 @@ P('```sh',
   'make bench                                  # build (release, gcc -O2), then bench/run.sh',
   'BENCH_RUNS=5 BENCH_DURATION=20 bash bench/run.sh',
   'BENCH_QUICK=1 bash bench/run.sh             # smoke test: 2 s x 1 run',
+  'bash bench/v1.sh                            # the native API (/v1): its own section above',
   'node bench/report.mjs bench/out bench/RESULTS.md   # rewrite this file from kept raw outputs',
   '```', '');
 P('Other knobs: BENCH_THREADS (wrk -t), BENCH_POLL_CONNS, BENCH_EPOLL_CONNS, BENCH_POOL_TOKENS,',

@@ -9,7 +9,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "api_int.h"
+#include "api_v1_int.h"
 
 static const struct ts_http_route routes[] = {
     {TS_HTTP_GET | TS_HTTP_HEAD, "/health", api_health},
@@ -27,6 +27,39 @@ static const struct ts_http_route routes[] = {
     {TS_HTTP_GET, "/admin/users/{id}", api_admin_user_get},
     {TS_HTTP_PUT, "/admin/users/{id}", api_admin_user_update},
     {TS_HTTP_DELETE, "/admin/users/{id}", api_admin_user_delete},
+    /* the native API (api_v1_*.c) */
+    {TS_HTTP_GET, "/v1/collections", v1_collections_list},
+    {TS_HTTP_POST, "/v1/collections", v1_collections_create},
+    {TS_HTTP_GET, "/v1/collections/{c}", v1_collection_get},
+    {TS_HTTP_DELETE, "/v1/collections/{c}", v1_collection_delete},
+    {TS_HTTP_GET, "/v1/collections/{c}/documents", v1_documents_list},
+    {TS_HTTP_POST, "/v1/collections/{c}/documents", v1_documents_create},
+    {TS_HTTP_GET, "/v1/collections/{c}/documents/{id}", v1_document_get},
+    {TS_HTTP_PUT, "/v1/collections/{c}/documents/{id}", v1_document_put},
+    {TS_HTTP_PATCH, "/v1/collections/{c}/documents/{id}", v1_document_patch},
+    {TS_HTTP_DELETE, "/v1/collections/{c}/documents/{id}", v1_document_delete},
+    {TS_HTTP_GET, "/v1/collections/{c}/indexes", v1_indexes_list},
+    {TS_HTTP_POST, "/v1/collections/{c}/indexes", v1_indexes_create},
+    {TS_HTTP_GET, "/v1/collections/{c}/indexes/{name}", v1_index_get},
+    {TS_HTTP_DELETE, "/v1/collections/{c}/indexes/{name}", v1_index_delete},
+    {TS_HTTP_POST, "/v1/login", v1_login},
+    {TS_HTTP_POST, "/v1/identify", v1_identify},
+    {TS_HTTP_POST, "/v1/logout", v1_logout},
+    {TS_HTTP_GET, "/v1/tokens", v1_tokens_list},
+    {TS_HTTP_POST, "/v1/tokens", v1_tokens_create},
+    {TS_HTTP_GET, "/v1/tokens/{id}", v1_token_get},
+    {TS_HTTP_DELETE, "/v1/tokens/{id}", v1_token_delete},
+    {TS_HTTP_GET, "/v1/keys", v1_keys_list},
+    {TS_HTTP_POST, "/v1/keys", v1_keys_create},
+    {TS_HTTP_GET, "/v1/keys/{id}", v1_key_get},
+    {TS_HTTP_DELETE, "/v1/keys/{id}", v1_key_delete},
+    {TS_HTTP_GET, "/v1/credentials", v1_credentials_list},
+    {TS_HTTP_DELETE, "/v1/credentials/{c}/{id}", v1_credential_delete},
+    {TS_HTTP_GET, "/v1/me", v1_me},
+    {TS_HTTP_GET, "/v1/me/sessions", v1_me_sessions},
+    {TS_HTTP_DELETE, "/v1/me/sessions/{item}", v1_me_session_delete},
+    {TS_HTTP_GET, "/v1/identities/{id}/sessions", v1_identity_sessions},
+    {TS_HTTP_DELETE, "/v1/identities/{id}/sessions/{item}", v1_identity_session_delete},
 };
 
 /* ---- per-request state and responses ---- */
@@ -815,6 +848,10 @@ static void after(struct ts_http_req *req)
 
 static void not_found(struct ts_http_req *req)
 {
+    if (v1_path(req)) {
+        v1_not_found(req);
+        return;
+    }
     if (!ts_http_method_allowed(req)) {
         ts_http_add_header(req, "Allow", ts_http_allowed_methods(req));
         api_error(req, ERR_METHOD_NOT_ALLOWED, NULL);
@@ -824,6 +861,10 @@ static void not_found(struct ts_http_req *req)
 
 static void too_large(struct ts_http_req *req)
 {
+    if (v1_path(req)) {
+        v1_too_large(req);
+        return;
+    }
     api_error(req, ERR_REQUEST_TOO_LARGE, NULL);
 }
 
@@ -837,6 +878,7 @@ struct ts_api *ts_api_new(const struct ts_api_deps *deps)
     api->keyring = deps->keyring;
     api->pool = deps->hashpool;
     api->user_cache = api_user_cache_new(API_USER_CACHE_SLOTS);
+    api->secret_cache = v1_secret_cache_new(API_USER_CACHE_SLOTS);
     size_t n = 1;
     for (const char *c = api->cfg->jwt_admin_roles; *c; c++)
         n += *c == ',';
@@ -866,6 +908,7 @@ void ts_api_free(struct ts_api *api)
         free(*r);
     free(api->admin_roles);
     api_user_cache_free(api->user_cache);
+    v1_secret_cache_free(api->secret_cache);
     free(api);
 }
 

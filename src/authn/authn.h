@@ -186,6 +186,14 @@ void ts_refresh_token_new(char token[TS_REFRESH_TOKEN_LEN + 1], uint8_t hash[TS_
 /* SHA-256 of n bytes (for derived identifiers; never for passwords). */
 void ts_sha256(const void *p, size_t n, uint8_t out[32]);
 
+/* ---- opaque secrets (/v1 tokens and keys) ---- */
+
+#define TS_SECRET_TEXT_LEN (4 + TS_REFRESH_TOKEN_LEN) /* "tst_"/"tsk_" + 32 base64url */
+/* A new secret: the 4-character prefix followed by 192 bits from the OS CSPRNG in base64url,
+ * and the SHA-256 of the whole text (what the store keeps). */
+void ts_opaque_secret_new(const char prefix[4], char out[TS_SECRET_TEXT_LEN + 1],
+                          uint8_t hash[TS_SECRET_HASH_LEN]);
+
 /* SHA-256 of a presented token. */
 void ts_refresh_token_hash(const char *token, size_t len, uint8_t hash[TS_REFRESH_HASH_LEN]);
 

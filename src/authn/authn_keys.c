@@ -429,6 +429,17 @@ void ts_refresh_token_new(char token[TS_REFRESH_TOKEN_LEN + 1], uint8_t hash[TS_
     ts_refresh_token_hash(token, TS_REFRESH_TOKEN_LEN, hash);
 }
 
+void ts_opaque_secret_new(const char prefix[4], char out[TS_SECRET_TEXT_LEN + 1],
+                          uint8_t hash[TS_SECRET_HASH_LEN])
+{
+    uint8_t raw[TS_REFRESH_TOKEN_BYTES];
+    ts_rand_bytes(raw, sizeof(raw));
+    memcpy(out, prefix, 4);
+    ts_b64url_encode(raw, sizeof(raw), out + 4);
+    ts_wipe(raw, sizeof(raw));
+    ts_sha256(out, TS_SECRET_TEXT_LEN, hash);
+}
+
 void ts_sha256(const void *p, size_t n, uint8_t out[32])
 {
     SHA256(p, n, out);

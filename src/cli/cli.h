@@ -28,7 +28,11 @@ void cli_env_free(struct cli_env *env);
 /* Prints the anon and service_role keys (as JSON when json is true). */
 int cli_print_api_keys(struct cli_env *env, bool json);
 
+/* Logs one sweeper pass's counts. */
+void cli_log_sweep(const struct ts_sweep_counts *c, int64_t took_us);
+
 int cli_serve(int argc, char **argv);
+int cli_token(int argc, char **argv);
 int cli_migrate(int argc, char **argv);
 int cli_user(int argc, char **argv);
 int cli_key(int argc, char **argv);

@@ -293,12 +293,104 @@ int cli_user(int argc, char **argv)
 
 static const char key_usage[] =
     "usage: tessera key show [--json] [--config FILE]\n"
+    "       tessera key create --role ROLE [--ttl DURATION] [--description TEXT] [--config FILE]\n"
+    "       tessera key list [--config FILE]\n"
+    "       tessera key revoke ID [--config FILE]\n"
     "\n"
-    "Prints the anon and service_role API keys: JWTs with role anon / service_role and no\n"
-    "subject, as Supabase's. The service_role key is an administrator's credential.\n"
-    "In ES256 mode each call signs them anew (ECDSA signatures differ every time; every\n"
+    "show prints the anon and service_role API keys: JWTs with role anon / service_role and no\n"
+    "subject, as Supabase's. The service_role key is an administrator's credential (on /v1\n"
+    "too). In ES256 mode each call signs them anew (ECDSA signatures differ every time; every\n"
     "printed key is valid). After `tessera jwt rotate`, keys printed before keep working\n"
-    "while the retired signing key is kept (7 days).\n";
+    "while the retired signing key is kept (7 days).\n"
+    "\n"
+    "create makes a /v1 key (tsk_...) with ROLE admin, server, server-readonly or client and\n"
+    "prints its secret once; the database keeps only its SHA-256. --ttl takes a duration\n"
+    "(\"720h\"); without it the key does not expire. list shows the keys (never a secret);\n"
+    "revoke deletes one, effective on the next request on every node.\n";
+
+static int key_create(struct cli_env *env, const char *role, const char *ttl, const char *desc)
+{
+    if (!role || (strcmp(role, "admin") != 0 && strcmp(role, "server") != 0 &&
+                  strcmp(role, "server-readonly") != 0 && strcmp(role, "client") != 0)) {
+        fprintf(stderr, "tessera: --role must be admin, server, server-readonly or client\n");
+        return 2;
+    }
+    int64_t now = ts_now_us(), life = 0;
+    if (ttl && (ts_duration_parse(ttl, &life) != TS_OK || life <= 0)) {
+        fprintf(stderr, "tessera: --ttl must be a positive duration such as 720h\n");
+        return 2;
+    }
+    char secret[TS_SECRET_TEXT_LEN + 1];
+    uint8_t hash[TS_SECRET_HASH_LEN];
+    ts_opaque_secret_new("tsk_", secret, hash);
+    struct ts_secret_row row = {.kind = TS_SECRET_KEY,
+                                .role = (char *)(uintptr_t)role,
+                                .origin = (char *)(uintptr_t) "cli",
+                                .description = (char *)(uintptr_t)desc,
+                                .created_at = now,
+                                .expires_at = life ? now + life : 0};
+    ts_uuid_v4(row.id);
+    enum ts_rc rc = ts_store_secret_create(env->store, &row, hash, now);
+    if (rc) {
+        ts_wipe(secret, sizeof(secret));
+        fprintf(stderr, "tessera: cannot create the key: %s\n", ts_rc_name(rc));
+        return 1;
+    }
+    ts_store_audit(env->store, "key_created", "cli", row.id, NULL, NULL);
+    printf("id:     %s\nrole:   %s\nsecret: %s\n(shown once: store it now)\n", row.id, role,
+           secret);
+    ts_wipe(secret, sizeof(secret));
+    return 0;
+}
+
+static int key_list(struct cli_env *env)
+{
+    const char *after = NULL;
+    char last[TS_STORE_ID_LEN + 1];
+    for (;;) {
+        struct ts_secret_filter f = {
+            .kind = TS_SECRET_KEY, .after = after, .limit = 1000, .now = ts_now_us()};
+        struct ts_secret_row **rows = NULL;
+        size_t n = 0;
+        enum ts_rc rc = ts_store_secret_list(env->store, &f, &rows, &n);
+        if (rc) {
+            fprintf(stderr, "tessera: cannot list keys: %s\n", ts_rc_name(rc));
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char created[TS_TIME_STR_LEN], expires[TS_TIME_STR_LEN] = "never";
+            ts_time_format(rows[i]->created_at, created);
+            if (rows[i]->expires_at)
+                ts_time_format(rows[i]->expires_at, expires);
+            printf("%s  %-15s  created %s  expires %s  %s\n", rows[i]->id, rows[i]->role, created,
+                   expires, rows[i]->description ? rows[i]->description : "");
+        }
+        bool more = n == 1000;
+        if (more) {
+            snprintf(last, sizeof(last), "%s", rows[n - 1]->id);
+            after = last;
+        }
+        ts_secret_rows_free(rows, n);
+        if (!more)
+            return 0;
+    }
+}
+
+static int key_revoke(struct cli_env *env, const char *id)
+{
+    enum ts_rc rc = ts_store_secret_delete(env->store, TS_SECRET_KEY, id);
+    if (rc == TS_E_NOT_FOUND) {
+        fprintf(stderr, "tessera: no key %s\n", id);
+        return 1;
+    }
+    if (rc) {
+        fprintf(stderr, "tessera: cannot revoke: %s\n", ts_rc_name(rc));
+        return 1;
+    }
+    ts_store_audit(env->store, "key_revoked", "cli", id, NULL, NULL);
+    printf("revoked %s\n", id);
+    return 0;
+}
 
 int cli_key(int argc, char **argv)
 {
@@ -309,16 +401,87 @@ int cli_key(int argc, char **argv)
         ts_config_free(&env.cfg);
         return code;
     }
-    char *pos[2] = {0};
-    int n = positional(argc, argv, pos, 2);
-    if (n != 1 || strcmp(pos[0], "show") != 0) {
+    const char *role = flag_value(argc, argv, "--role");
+    const char *ttl = flag_value(argc, argv, "--ttl");
+    const char *desc = flag_value(argc, argv, "--description");
+    char *pos[4] = {0};
+    int n = positional(argc, argv, pos, 4);
+    /* values of flags are not positional arguments */
+    while (n > 1 && ((role && pos[n - 1] == role) || (ttl && pos[n - 1] == ttl) ||
+                     (desc && pos[n - 1] == desc)))
+        n--;
+    const char *cmd = n >= 1 ? pos[0] : "";
+    bool ok = (strcmp(cmd, "show") == 0 && n == 1) || (strcmp(cmd, "create") == 0 && n == 1) ||
+              (strcmp(cmd, "list") == 0 && n == 1) || (strcmp(cmd, "revoke") == 0 && n == 2);
+    if (!ok) {
         fputs(key_usage, stderr);
         ts_config_free(&env.cfg);
         return 2;
     }
     code = cli_bootstrap(&env);
-    if (!code)
-        code = cli_print_api_keys(&env, has_flag(argc, argv, "--json"));
+    if (!code) {
+        if (strcmp(cmd, "show") == 0)
+            code = cli_print_api_keys(&env, has_flag(argc, argv, "--json"));
+        else if (strcmp(cmd, "create") == 0)
+            code = key_create(&env, role, ttl, desc);
+        else if (strcmp(cmd, "list") == 0)
+            code = key_list(&env);
+        else
+            code = key_revoke(&env, pos[1]);
+    }
+    cli_env_free(&env);
+    return code;
+}
+
+static const char token_usage[] =
+    "usage: tessera token sweep [--json] [--config FILE]\n"
+    "\n"
+    "Runs one pass of the sweeper now: deletes expired /v1 tokens, keys and documents,\n"
+    "sessions past their not_after, refresh tokens used more than REFRESH_TOKEN_KEEP ago and\n"
+    "idle rate-limit counters, in batches of SWEEP_BATCH rows, and prints the counts. The\n"
+    "server runs the same pass every SWEEP_INTERVAL; expiry is enforced at every check\n"
+    "whatever the sweeper does.\n";
+
+int cli_token(int argc, char **argv)
+{
+    struct cli_env env;
+    bool done;
+    int code = cli_load_config(&env, argc, argv, token_usage, &done);
+    if (code || done) {
+        ts_config_free(&env.cfg);
+        return code;
+    }
+    char *pos[2] = {0};
+    int n = positional(argc, argv, pos, 2);
+    if (n != 1 || strcmp(pos[0], "sweep") != 0) {
+        fputs(token_usage, stderr);
+        ts_config_free(&env.cfg);
+        return 2;
+    }
+    code = cli_bootstrap(&env);
+    if (!code) {
+        int64_t start = ts_mono_us(), now = ts_now_us();
+        struct ts_sweep_counts c;
+        enum ts_rc rc =
+            ts_store_sweep_pass(env.store, now, now - env.cfg.refresh_token_keep * 1000000,
+                                env.cfg.sweep_batch, 0, NULL, &c);
+        if (rc) {
+            fprintf(stderr, "tessera: sweep failed: %s\n", ts_rc_name(rc));
+            code = 1;
+        } else if (has_flag(argc, argv, "--json")) {
+            printf("{\"tokens\":%lld,\"keys\":%lld,\"documents\":%lld,\"sessions\":%lld,"
+                   "\"refresh_tokens\":%lld,\"counters\":%lld,\"ms\":%lld}\n",
+                   (long long)c.tokens, (long long)c.keys, (long long)c.documents,
+                   (long long)c.sessions, (long long)c.refresh_tokens, (long long)c.counters,
+                   (long long)((ts_mono_us() - start) / 1000));
+        } else {
+            printf("deleted: %lld tokens, %lld keys, %lld documents, %lld sessions, %lld refresh "
+                   "tokens, %lld counters (%lld ms)\n",
+                   (long long)c.tokens, (long long)c.keys, (long long)c.documents,
+                   (long long)c.sessions, (long long)c.refresh_tokens, (long long)c.counters,
+                   (long long)((ts_mono_us() - start) / 1000));
+        }
+    }
     cli_env_free(&env);
     return code;
 }

@@ -1,7 +1,9 @@
 /*
  * cli_serve.c - shared start-up (configuration, store, keys) and `tessera serve`.
  */
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +15,50 @@
     500000                      /* how often serve re-reads the signing keys: a rotation made      \
                                  * elsewhere must reach every node within a second */
 #define EXTERNAL_POLL_US 100000 /* how often serve looks for other processes' commits */
+#define SWEEP_PAUSE_US 2000     /* between two sweeper batches: requests get the database */
+
+/* ---- the sweeper: a thread that deletes what has expired (store.h ts_store_sweep_pass) ---- */
+
+struct sweeper {
+    pthread_t thread;
+    bool started;
+    _Atomic bool stop;
+    struct ts_store *store;
+    const struct ts_config *cfg;
+};
+
+void cli_log_sweep(const struct ts_sweep_counts *c, int64_t took_us)
+{
+    ts_log_info("sweep: deleted %lld tokens, %lld keys, %lld documents, %lld sessions, %lld "
+                "refresh tokens, %lld counters in %lld ms",
+                (long long)c->tokens, (long long)c->keys, (long long)c->documents,
+                (long long)c->sessions, (long long)c->refresh_tokens, (long long)c->counters,
+                (long long)(took_us / 1000));
+}
+
+static void *sweeper_main(void *arg)
+{
+    struct sweeper *sw = arg;
+    int64_t interval = sw->cfg->sweep_interval * 1000000;
+    int64_t next = ts_mono_us() + interval;
+    while (!atomic_load(&sw->stop)) {
+        struct timespec nap = {0, 50 * 1000 * 1000};
+        nanosleep(&nap, NULL);
+        if (ts_mono_us() < next)
+            continue;
+        int64_t start = ts_mono_us(), now = ts_now_us();
+        struct ts_sweep_counts c;
+        enum ts_rc rc =
+            ts_store_sweep_pass(sw->store, now, now - sw->cfg->refresh_token_keep * 1000000,
+                                sw->cfg->sweep_batch, SWEEP_PAUSE_US, &sw->stop, &c);
+        if (rc)
+            ts_log_warn("sweep: %s (will retry)", ts_rc_name(rc));
+        else if (c.tokens || c.keys || c.documents || c.sessions || c.refresh_tokens || c.counters)
+            cli_log_sweep(&c, ts_mono_us() - start);
+        next = ts_mono_us() + interval;
+    }
+    return NULL;
+}
 
 int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usage, bool *done)
 {
@@ -208,6 +254,9 @@ int cli_serve(int argc, char **argv)
                 TS_VERSION, env.cfg.listen, (unsigned)ts_http_port(srv),
                 (long long)env.cfg.http_threads, (long long)env.cfg.password_hash_workers,
                 env.cfg.jwt_secret[0] ? "HS256" : "ES256");
+    struct sweeper sw = {.store = env.store, .cfg = &env.cfg};
+    if (env.cfg.sweep_interval > 0)
+        sw.started = pthread_create(&sw.thread, NULL, sweeper_main, &sw) == 0;
     int64_t next_reload = ts_mono_us() + KEY_RELOAD_US;
     for (;;) {
         struct timespec wait = {.tv_sec = 0, .tv_nsec = EXTERNAL_POLL_US * 1000};
@@ -226,6 +275,9 @@ int cli_serve(int argc, char **argv)
                 ts_log_warn("signing keys could not be re-read; keeping the current set");
         }
     }
+    atomic_store(&sw.stop, true);
+    if (sw.started)
+        pthread_join(sw.thread, NULL);
 out:
     ts_http_stop(srv, 10000);
     ts_hashpool_free(pool);

@@ -13,7 +13,8 @@ static const char usage[] =
     "  serve      start the HTTP server (GoTrue-compatible API at / and /auth/v1/)\n"
     "  migrate    create or upgrade the database schema, then exit\n"
     "  user       add | list | passwd | delete users\n"
-    "  key        show the anon and service_role API keys\n"
+    "  key        show the anon and service_role API keys; create | list | revoke /v1 keys\n"
+    "  token      sweep: delete expired tokens, keys, documents and sessions now\n"
     "  jwt        rotate | list the JWT signing keys\n"
     "  import     gotrue SOURCE_URL: copy the users of a Supabase Auth database\n"
     "  version    print the version\n"
@@ -36,6 +37,8 @@ int main(int argc, char **argv)
         return cli_user(argc - 1, argv + 1);
     if (strcmp(cmd, "key") == 0)
         return cli_key(argc - 1, argv + 1);
+    if (strcmp(cmd, "token") == 0)
+        return cli_token(argc - 1, argv + 1);
     if (strcmp(cmd, "jwt") == 0)
         return cli_jwt(argc - 1, argv + 1);
     if (strcmp(cmd, "import") == 0)

@@ -93,6 +93,17 @@ static const struct knob knobs[] = {
      "(docs/internals/http.md)"},
     {"CORS_ALLOWED_ORIGINS", K_STRING, OFF(cors_allowed_origins), "*", 0, 0,
      "origins allowed by CORS: * or a comma list"},
+    {"TOKEN_DEFAULT_TTL", K_SECONDS, OFF(token_default_ttl), "720h", 1, 100LL * 365 * 86400,
+     "lifetime of a /v1 token created without ttl (Fauna had no default: tokens lived forever)"},
+    {"TOKEN_MAX_TTL", K_SECONDS, OFF(token_max_ttl), "2160h", 1, 100LL * 365 * 86400,
+     "the longest ttl a /v1 token may be given; longer requests get 400"},
+    {"SWEEP_INTERVAL", K_SECONDS, OFF(sweep_interval), "60s", 0, 86400,
+     "seconds between passes of the sweeper that deletes expired tokens, keys, documents, "
+     "sessions and old refresh tokens; 0 turns it off (expiry is enforced regardless)"},
+    {"SWEEP_BATCH", K_INT, OFF(sweep_batch), "1000", 1, 100000,
+     "rows the sweeper deletes per transaction"},
+    {"REFRESH_TOKEN_KEEP", K_SECONDS, OFF(refresh_token_keep), "168h", 60, 10LL * 365 * 86400,
+     "how long a used refresh token is kept, so that its reuse is still recognised"},
     {"LOG_LEVEL", K_STRING, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"LOG_REQUESTS", K_BOOL, OFF(log_requests), "true", 0, 0, "one JSON log line per request"},
 };

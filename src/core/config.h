@@ -51,6 +51,11 @@ struct ts_config {
     char *cors_allowed_origins; /* "*" or a comma list */
     char *database_schema;      /* PostgreSQL schema holding Tessera's tables */
     char *database_durability;  /* "normal" (survives kill -9) or "full" (power loss) */
+    int64_t token_default_ttl;  /* seconds: /v1 tokens created without ttl */
+    int64_t token_max_ttl;      /* seconds: the longest ttl a /v1 token may ask for */
+    int64_t sweep_interval;     /* seconds between sweeper passes; 0 = no sweeper */
+    int64_t sweep_batch;        /* rows per sweeper transaction */
+    int64_t refresh_token_keep; /* seconds a used refresh token is kept (reuse detection) */
     char *log_level;            /* debug, info, warn, error */
     bool log_requests;          /* one JSON line per request */
 };

@@ -143,6 +143,81 @@ void ts_time_format(int64_t us, char out[TS_TIME_STR_LEN])
     *p = '\0';
 }
 
+/* Days since 1970-01-01 of a proleptic Gregorian date (the inverse of civil_from_days). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+/* n decimal digits at s into *out; false if any is not a digit. */
+static bool get_digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return true;
+}
+
+enum ts_rc ts_time_parse(const char *s, int64_t *out_us)
+{
+    int y, mo, d, h, mi, se;
+    if (!s || strlen(s) < 20 || !get_digits(s, 4, &y) || s[4] != '-' ||
+        !get_digits(s + 5, 2, &mo) || s[7] != '-' || !get_digits(s + 8, 2, &d) ||
+        (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !get_digits(s + 11, 2, &h) ||
+        s[13] != ':' || !get_digits(s + 14, 2, &mi) || s[16] != ':' || !get_digits(s + 17, 2, &se))
+        return TS_E_INVALID;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || (mo == 2 && d == 29 && !leap) ||
+        h > 23 || mi > 59 || se > 60)
+        return TS_E_INVALID;
+    const char *p = s + 19;
+    int64_t frac = 0;
+    if (*p == '.') {
+        p++;
+        int digits = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (digits < 6) {
+                frac = frac * 10 + (*p - '0');
+            }
+            digits++;
+            p++;
+        }
+        if (digits == 0 || digits > 9)
+            return TS_E_INVALID;
+        for (int i = digits; i < 6; i++)
+            frac *= 10;
+    }
+    int64_t offset = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (!get_digits(p + 1, 2, &oh) || p[3] != ':' || !get_digits(p + 4, 2, &om) || oh > 23 ||
+            om > 59)
+            return TS_E_INVALID;
+        offset = (int64_t)(oh * 60 + om) * 60 * (*p == '+' ? 1 : -1);
+        p += 6;
+    } else {
+        return TS_E_INVALID;
+    }
+    if (*p)
+        return TS_E_INVALID;
+    int64_t secs =
+        days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + (se > 59 ? 59 : se) - offset;
+    *out_us = secs * 1000000 + frac;
+    return TS_OK;
+}
+
 enum ts_rc ts_duration_parse(const char *s, int64_t *out_us)
 {
     if (!s || !*s)

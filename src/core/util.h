@@ -32,6 +32,9 @@ int64_t ts_mono_us(void);
 /* Formats microseconds since the epoch as RFC 3339 UTC with microseconds ("...T..:..:...123456Z").
  */
 void ts_time_format(int64_t us, char out[TS_TIME_STR_LEN]);
+/* Parses an RFC 3339 time ("2027-01-01T00:00:00Z", "...T10:00:00.5+02:00") into microseconds
+ * since the epoch. TS_E_INVALID for anything else. */
+TS_NODISCARD enum ts_rc ts_time_parse(const char *s, int64_t *out_us);
 /* Parses a Go-style duration ("10s", "1h30m", "250ms", "0") or a bare number of seconds. */
 TS_NODISCARD enum ts_rc ts_duration_parse(const char *s, int64_t *out_us);
 

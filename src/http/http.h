@@ -90,6 +90,9 @@ const char *ts_http_param(const struct ts_http_req *req, const char *name);
 const char *ts_http_header(struct ts_http_req *req, const char *name);
 /* A query-string argument (decoded), or NULL. */
 const char *ts_http_query(struct ts_http_req *req, const char *name);
+/* Every value of a repeated query-string argument, in order: fills up to max pointers into
+ * out and returns how many there are (which may exceed max). */
+size_t ts_http_query_all(struct ts_http_req *req, const char *name, const char **out, size_t max);
 /* The request body (NUL-terminated; may contain NULs) and its length. */
 const char *ts_http_body(const struct ts_http_req *req, size_t *len);
 /* The client's address as text. */

@@ -502,6 +502,32 @@ const char *ts_http_header(struct ts_http_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+struct query_all {
+    const char *name;
+    const char **out;
+    size_t max, n;
+};
+
+static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    (void)kind;
+    struct query_all *q = cls;
+    if (key && strcmp(key, q->name) == 0) {
+        if (q->n < q->max)
+            q->out[q->n] = value ? value : "";
+        q->n++;
+    }
+    return MHD_YES;
+}
+
+size_t ts_http_query_all(struct ts_http_req *req, const char *name, const char **out, size_t max)
+{
+    struct query_all q = {name, out, max, 0};
+    MHD_get_connection_values(req->conn, MHD_GET_ARGUMENT_KIND, collect_query, &q);
+    return q.n;
+}
+
 const char *ts_http_query(struct ts_http_req *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);

@@ -21,6 +21,7 @@
 #define TS_STORE_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -593,6 +594,7 @@ struct ts_sweep_counts {
     int64_t documents;      /* expired documents deleted (with what was bound to them) */
     int64_t sessions;       /* sessions past their not_after */
     int64_t refresh_tokens; /* refresh tokens used before refresh_before */
+    int64_t counters;       /* rate-limit buckets and counters (ts_store_sweep_pass only) */
 };
 
 /*
@@ -606,6 +608,17 @@ struct ts_sweep_counts {
  */
 TS_NODISCARD enum ts_rc ts_store_sweep(struct ts_store *st, int64_t now, int64_t refresh_before,
                                        int64_t batch, struct ts_sweep_counts *out);
+
+/*
+ * A whole pass: ts_store_sweep batches until nothing is left (sleeping pause_us between
+ * batches, so that requests get the database in between), then ts_store_counters_sweep.
+ * Stops early, with what it did so far, when *stop (may be NULL) becomes true. *total gets
+ * the sums. The server's sweeper thread and `tessera token sweep` call it.
+ */
+TS_NODISCARD enum ts_rc ts_store_sweep_pass(struct ts_store *st, int64_t now,
+                                            int64_t refresh_before, int64_t batch,
+                                            int64_t pause_us, const _Atomic bool *stop,
+                                            struct ts_sweep_counts *total);
 
 /* ---- change epoch: lets callers cache what they read about users and sessions ---- */
 

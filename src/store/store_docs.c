@@ -4,9 +4,11 @@
  * Nothing here knows SQL; each operation is forwarded to the backend.
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store_int.h"
 
@@ -169,7 +171,7 @@ char *ts_store_index_key_of(const json_t *terms, const json_t *data)
             json_decref(values);
             return NULL;
         }
-        json_array_append(values, (json_t *)v);
+        json_array_append_new(values, json_deep_copy(v));
     }
     char *key = ts_store_index_key(values);
     json_decref(values);
@@ -466,4 +468,33 @@ enum ts_rc ts_store_sweep(struct ts_store *st, int64_t now, int64_t refresh_befo
     if (out->tokens || out->keys || out->documents || out->sessions || out->refresh_tokens)
         ts__store_bump_epoch(st);
     return rc;
+}
+
+enum ts_rc ts_store_sweep_pass(struct ts_store *st, int64_t now, int64_t refresh_before,
+                               int64_t batch, int64_t pause_us, const _Atomic bool *stop,
+                               struct ts_sweep_counts *total)
+{
+    memset(total, 0, sizeof(*total));
+    enum ts_rc rc = TS_OK;
+    for (;;) {
+        if (stop && atomic_load(stop))
+            return TS_OK;
+        struct ts_sweep_counts c;
+        rc = ts_store_sweep(st, now, refresh_before, batch, &c);
+        if (rc)
+            return rc;
+        total->tokens += c.tokens;
+        total->keys += c.keys;
+        total->documents += c.documents;
+        total->sessions += c.sessions;
+        total->refresh_tokens += c.refresh_tokens;
+        if (c.tokens < batch && c.keys < batch && c.documents < batch && c.sessions < batch &&
+            c.refresh_tokens < batch)
+            break;
+        if (pause_us > 0) {
+            struct timespec ts = {pause_us / 1000000, (pause_us % 1000000) * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    return ts_store_counters_sweep(st, now, &total->counters);
 }

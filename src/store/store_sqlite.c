@@ -197,6 +197,12 @@ static const char *const migrations[] = {
     "EXISTS(SELECT 1 FROM credentials c WHERE c.identity_id = i.id AND c.strategy = 'password')"
 #define USER_NCOLS 18
 
+#define DOC_COLS "d.collection, d.id, d.data, d.ts, d.created_at, d.expires_at"
+#define SECRET_COLS                                                                                \
+    "t.id, t.kind, t.identity_collection, t.identity_id, t.role, t.origin, t.description, "        \
+    "t.data, t.meta, t.created_at, t.expires_at"
+#define SECRET_NCOLS 11
+
 #define STMT_TABLE(X)                                                                              \
     X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
     X(COMMIT, "COMMIT")                                                                            \
@@ -279,6 +285,125 @@ static const char *const migrations[] = {
     X(COUNTER_DELETE, "DELETE FROM counters WHERE key = ?1")                                       \
     X(BUCKETS_SWEEP, "DELETE FROM buckets WHERE full_at < ?1")                                     \
     X(COUNTERS_SWEEP, "DELETE FROM counters WHERE window_end < ?1")                                \
+    X(COLL_INSERT, "INSERT INTO collections(name, created_at) VALUES(?1, ?2)")                     \
+    X(COLL_GET, "SELECT name, created_at FROM collections WHERE name = ?1")                        \
+    X(COLL_LIST,                                                                                   \
+      "SELECT name, created_at FROM collections WHERE name > ?1 ORDER BY name LIMIT ?2")           \
+    X(COLL_DELETE, "DELETE FROM collections WHERE name = ?1")                                      \
+    X(COLL_SECRETS_DELETE,                                                                         \
+      "DELETE FROM tokens WHERE identity_collection = ?1 AND identity_id IS NOT NULL")             \
+    X(INDEX_INSERT, "INSERT INTO doc_indexes(collection, name, terms, is_unique, created_at) "     \
+                    "VALUES(?1, ?2, ?3, ?4, ?5)")                                                  \
+    X(INDEX_GET, "SELECT name, terms, is_unique, created_at FROM doc_indexes "                     \
+                 "WHERE collection = ?1 AND name = ?2")                                            \
+    X(INDEX_LIST, "SELECT name, terms, is_unique, created_at FROM doc_indexes "                    \
+                  "WHERE collection = ?1 ORDER BY name")                                           \
+    X(INDEX_DELETE, "DELETE FROM doc_indexes WHERE collection = ?1 AND name = ?2")                 \
+    X(ENTRY_INSERT, "INSERT INTO doc_index_entries(collection, index_name, term, doc_id, "         \
+                    "is_unique) VALUES(?1, ?2, ?3, ?4, ?5)")                                       \
+    X(ENTRIES_DELETE_DOC, "DELETE FROM doc_index_entries WHERE collection = ?1 AND doc_id = ?2")   \
+    X(ENTRY_EXPIRED_HOLDER,                                                                        \
+      "SELECT e.doc_id FROM doc_index_entries e JOIN documents d ON d.collection = e.collection "  \
+      "AND d.id = e.doc_id WHERE e.collection = ?1 AND e.index_name = ?2 AND e.term = ?3 AND "     \
+      "e.is_unique = 1 AND d.expires_at <= ?4")                                                    \
+    X(DOC_GET, "SELECT " DOC_COLS " FROM documents d WHERE d.collection = ?1 AND d.id = ?2 AND "   \
+               "(d.expires_at IS NULL OR d.expires_at > ?3)")                                      \
+    X(DOC_STATE,                                                                                   \
+      "SELECT ts, created_at, expires_at FROM documents WHERE collection = ?1 AND id = ?2")        \
+    X(DOC_LIVE, "SELECT 1 FROM documents WHERE collection = ?1 AND id = ?2 AND "                   \
+                "(expires_at IS NULL OR expires_at > ?3)")                                         \
+    X(DOC_INSERT, "INSERT INTO documents(collection, id, data, ts, created_at, expires_at) "       \
+                  "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                                \
+    X(DOC_UPDATE, "UPDATE documents SET data = ?3, ts = ?4, expires_at = ?5 "                      \
+                  "WHERE collection = ?1 AND id = ?2")                                             \
+    X(DOC_DELETE, "DELETE FROM documents WHERE collection = ?1 AND id = ?2")                       \
+    X(DOC_LIST, "SELECT " DOC_COLS " FROM documents d WHERE d.collection = ?1 AND d.id > ?2 AND "  \
+                "(d.expires_at IS NULL OR d.expires_at > ?3) ORDER BY d.id LIMIT ?4")              \
+    X(DOC_SCAN, "SELECT id, data FROM documents WHERE collection = ?1 AND "                        \
+                "(expires_at IS NULL OR expires_at > ?2)")                                         \
+    X(INDEX_LOOKUP,                                                                                \
+      "SELECT " DOC_COLS " FROM doc_index_entries e JOIN documents d ON d.collection = "           \
+      "e.collection AND d.id = e.doc_id WHERE e.collection = ?1 AND e.index_name = ?2 AND "        \
+      "e.term = ?3 AND e.doc_id > ?4 AND (d.expires_at IS NULL OR d.expires_at > ?5) "             \
+      "ORDER BY e.doc_id LIMIT ?6")                                                                \
+    X(USER_LIVE,                                                                                   \
+      "SELECT 1 FROM identities WHERE id = ?1 AND collection = 'users' AND deleted_at IS NULL")    \
+    /* collections are few: visit each (CROSS JOIN keeps it outer) and look the id up there */     \
+    X(DOC_COLLECTIONS,                                                                             \
+      "SELECT c.name FROM collections c CROSS JOIN documents d ON d.collection = c.name AND "      \
+      "d.id = ?1 WHERE d.expires_at IS NULL OR d.expires_at > ?2 ORDER BY c.name")                 \
+    X(CRED_USER_GET,                                                                               \
+      "SELECT c.hash FROM credentials c JOIN identities i ON i.id = c.identity_id "                \
+      "WHERE c.identity_id = ?1 AND c.strategy = 'password' AND i.collection = 'users' AND "       \
+      "i.deleted_at IS NULL")                                                                      \
+    X(CRED_USER_DELETE,                                                                            \
+      "DELETE FROM credentials WHERE identity_id = ?1 AND strategy = 'password'")                  \
+    X(CRED_DOC_GET,                                                                                \
+      "SELECT c.hash FROM doc_credentials c JOIN documents d ON d.collection = c.collection AND "  \
+      "d.id = c.doc_id WHERE c.collection = ?1 AND c.doc_id = ?2 AND c.strategy = 'password' "     \
+      "AND (d.expires_at IS NULL OR d.expires_at > ?3)")                                           \
+    X(CRED_DOC_HASH, "SELECT hash FROM doc_credentials WHERE collection = ?1 AND doc_id = ?2 AND " \
+                     "strategy = 'password'")                                                      \
+    X(CRED_DOC_UPSERT,                                                                             \
+      "INSERT INTO doc_credentials(collection, doc_id, strategy, hash, created_at, updated_at) "   \
+      "VALUES(?1, ?2, 'password', ?3, ?4, ?4) ON CONFLICT(collection, doc_id, strategy) DO "       \
+      "UPDATE SET hash = excluded.hash, updated_at = excluded.updated_at")                         \
+    X(CRED_DOC_DELETE, "DELETE FROM doc_credentials WHERE collection = ?1 AND doc_id = ?2 AND "    \
+                       "strategy = 'password'")                                                    \
+    X(CRED_LIST,                                                                                   \
+      "SELECT collection, id, strategy, created_at, updated_at FROM ("                             \
+      "SELECT 'users' AS collection, identity_id AS id, strategy, created_at, updated_at "         \
+      "FROM credentials WHERE strategy = 'password' UNION ALL "                                    \
+      "SELECT collection, doc_id, strategy, created_at, updated_at FROM doc_credentials "          \
+      "WHERE strategy = 'password') WHERE (?1 IS NULL OR collection = ?1) AND "                    \
+      "(collection, id) > (?2, ?3) ORDER BY collection, id LIMIT ?4")                              \
+    X(SECRET_INSERT,                                                                               \
+      "INSERT INTO tokens(id, hash, kind, identity_collection, identity_id, role, origin, "        \
+      "description, data, meta, created_at, expires_at) "                                          \
+      "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)")                                 \
+    /* one step: the secret, and its identity by primary key (a user or a document) */             \
+    X(SECRET_CHECK,                                                                                \
+      "SELECT " SECRET_COLS ", i.id IS NOT NULL, i.created_at, i.banned_until, "                   \
+      "d.id IS NOT NULL, d.created_at, d.expires_at FROM tokens t "                                \
+      "LEFT JOIN identities i ON t.identity_collection = 'users' AND i.id = t.identity_id AND "    \
+      "i.collection = 'users' AND i.deleted_at IS NULL "                                           \
+      "LEFT JOIN documents d ON t.identity_collection <> 'users' AND "                             \
+      "d.collection = t.identity_collection AND d.id = t.identity_id WHERE t.hash = ?1")           \
+    X(SECRET_GET, "SELECT " SECRET_COLS " FROM tokens t WHERE t.id = ?1 AND "                      \
+                  "(t.expires_at IS NULL OR t.expires_at > ?2)")                                   \
+    X(SECRET_LIST, "SELECT " SECRET_COLS " FROM tokens t WHERE t.kind = ?1 AND t.id > ?2 AND "     \
+                   "(t.expires_at IS NULL OR t.expires_at > ?3) ORDER BY t.id LIMIT ?4")           \
+    X(SECRET_LIST_IDENTITY,                                                                        \
+      "SELECT " SECRET_COLS " FROM tokens t WHERE t.identity_collection = ?5 AND "                 \
+      "t.identity_id = ?6 AND t.kind = ?1 AND t.id > ?2 AND "                                      \
+      "(t.expires_at IS NULL OR t.expires_at > ?3) ORDER BY t.id LIMIT ?4")                        \
+    X(SECRET_DELETE, "DELETE FROM tokens WHERE id = ?1 AND kind = ?2")                             \
+    X(SECRETS_DELETE_BOUND,                                                                        \
+      "DELETE FROM tokens WHERE identity_collection = ?1 AND identity_id = ?2")                    \
+    X(SECRETS_DELETE_IDENTITY,                                                                     \
+      "DELETE FROM tokens WHERE identity_collection = ?2 AND identity_id = ?3 AND kind = ?1 AND "  \
+      "(?4 IS NULL OR id <> ?4)")                                                                  \
+    X(SESSION_LIST,                                                                                \
+      "SELECT s.id, s.aal, s.ip, s.user_agent, s.created_at, s.refreshed_at, s.not_after, "        \
+      "(SELECT count(*) FROM refresh_tokens r WHERE r.session_id = s.id), "                        \
+      "(SELECT count(*) FROM refresh_tokens r WHERE r.session_id = s.id AND "                      \
+      "r.revoked_at IS NULL) FROM sessions s WHERE s.identity_id = ?1 ORDER BY s.created_at, "     \
+      "s.id")                                                                                      \
+    /* the sweep: ?1 the cutoff, ?2 the batch size; each through its expiry index */               \
+    X(SWEEP_SECRETS, "DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE "                \
+                     "expires_at <= ?1 AND kind = ?3 LIMIT ?2)")                                   \
+    /* the same documents as SWEEP_DOCS (same order), whose tokens and keys go first */            \
+    X(SWEEP_DOC_SECRETS,                                                                           \
+      "DELETE FROM tokens WHERE identity_id IS NOT NULL AND (identity_collection, identity_id) "   \
+      "IN (SELECT collection, id FROM documents WHERE expires_at <= ?1 "                           \
+      "ORDER BY expires_at, collection, id LIMIT ?2)")                                             \
+    X(SWEEP_DOCS,                                                                                  \
+      "DELETE FROM documents WHERE (collection, id) IN (SELECT collection, id FROM "               \
+      "documents WHERE expires_at <= ?1 ORDER BY expires_at, collection, id LIMIT ?2)")            \
+    X(SWEEP_SESSIONS, "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE "           \
+                      "not_after <= ?1 LIMIT ?2)")                                                 \
+    X(SWEEP_REFRESH, "DELETE FROM refresh_tokens WHERE hash IN (SELECT hash FROM refresh_tokens "  \
+                     "WHERE revoked_at < ?1 LIMIT ?2)")                                            \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(DATA_VERSION, "PRAGMA data_version")
 
@@ -873,9 +998,51 @@ static enum ts_rc write_one_text(struct ts_store *st, enum stmt_id id, const cha
     return rc;
 }
 
+/* Runs a write statement (bound by the caller); TS_E_NOT_FOUND when it changed no row. */
+static enum ts_rc run_changed(struct sq_conn *c, sqlite3_stmt *q, const char *what)
+{
+    enum ts_rc rc = run(c, q, what);
+    if (!rc && sqlite3_changes(c->db) == 0)
+        rc = TS_E_NOT_FOUND;
+    return rc;
+}
+
+/* Deletes every token and key bound to the identity; *deleted (may be NULL) gets the count. */
+static enum ts_rc delete_bound_secrets(struct sq_conn *c, const char *collection, const char *id,
+                                       int64_t *deleted)
+{
+    sqlite3_stmt *q = stmt(c, S_SECRETS_DELETE_BOUND);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, id);
+    }
+    enum ts_rc rc = run(c, q, "secrets delete");
+    if (!rc && deleted)
+        *deleted = sqlite3_changes(c->db);
+    return rc;
+}
+
+/* The user's credentials, sessions and refresh tokens cascade from the identity; tokens and
+ * keys are no foreign keys (their identity may be a document) and go explicitly. */
 static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
 {
-    return write_one_text(st, S_USER_DELETE, id, true, "user delete");
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_USER_DELETE);
+        if (q)
+            bind_text(q, 1, id);
+        enum ts_rc r = run_changed(c, q, "user delete");
+        if (!r)
+            r = delete_bound_secrets(c, "users", id, NULL);
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
 }
 
 static enum ts_rc sq_user_list(struct ts_store *st, int64_t offset, int64_t limit,
@@ -968,6 +1135,23 @@ static enum ts_rc delete_user_sessions(struct sq_conn *c, const char *user_id, c
     return rc;
 }
 
+/* TS_E_CONFLICT unless q (bound by the caller) finds a stored hash equal to expect. */
+static enum ts_rc hash_still(struct sq_conn *c, sqlite3_stmt *q, const char *expect)
+{
+    if (!q)
+        return TS_E_STORE;
+    enum ts_rc rc;
+    int r = sqlite3_step(q);
+    if (r == SQLITE_ROW) {
+        const char *cur = (const char *)sqlite3_column_text(q, 0);
+        rc = cur && strcmp(cur, expect) == 0 ? TS_OK : TS_E_CONFLICT;
+    } else {
+        rc = r == SQLITE_DONE ? TS_E_CONFLICT : map_rc(c, r, "password check");
+    }
+    done(q);
+    return rc;
+}
+
 static enum ts_rc sq_password_set(struct ts_store *st, const char *user_id, const char *hash,
                                   const char *expect_old, bool revoke, const char *keep_session,
                                   int64_t now)
@@ -983,20 +1167,9 @@ static enum ts_rc sq_password_set(struct ts_store *st, const char *user_id, cons
     enum ts_rc r = TS_OK;
     if (expect_old) {
         sqlite3_stmt *q = stmt(c, S_PASSWORD_GET);
-        if (!q) {
-            r = TS_E_STORE;
-        } else {
+        if (q)
             bind_text(q, 1, user_id);
-            int sr = sqlite3_step(q);
-            if (sr == SQLITE_ROW) {
-                const char *cur = (const char *)sqlite3_column_text(q, 0);
-                if (!cur || strcmp(cur, expect_old) != 0)
-                    r = TS_E_CONFLICT;
-            } else {
-                r = sr == SQLITE_DONE ? TS_E_CONFLICT : map_rc(c, sr, "password check");
-            }
-            done(q);
-        }
+        r = hash_still(c, q, expect_old);
     }
     if (!r)
         r = upsert_password(c, user_id, hash, now);
@@ -1493,6 +1666,1316 @@ static enum ts_rc sq_counters_sweep(struct ts_store *st, int64_t before, int64_t
     return rc;
 }
 
+/* ---- the native model (store.h): collections, documents, indexes, credentials, secrets ---- */
+
+/*
+ * Every write is one BEGIN IMMEDIATE transaction, so the checks it makes (a collection
+ * exists, an identity is live, a stored ts or hash is still the expected one) hold until it
+ * commits. A document's index entries, credential and token rows reference it, so deleting
+ * it (or its collection) takes the entries and credential along through ON DELETE CASCADE;
+ * tokens and keys are not foreign keys (their identity may be a user) and are deleted
+ * explicitly. Expired documents are filtered out by every read (expires_at > now) and
+ * removed by writes that need their id or unique terms, or by the sweep.
+ */
+
+static bool is_users(const char *collection)
+{
+    return collection && strcmp(collection, "users") == 0;
+}
+
+static bool expired_at(int64_t expires_at, int64_t now)
+{
+    return expires_at != 0 && expires_at <= now;
+}
+
+/* Returns list with room for element n (of size bytes each), growing *cap as needed. */
+static void *grow(void *list, size_t n, size_t *cap, size_t size)
+{
+    if (n < *cap)
+        return list;
+    *cap = *cap ? *cap * 2 : 8;
+    return ts_xrealloc(list, *cap * size);
+}
+
+/* The column's JSON text parsed (any value), or NULL when it is NULL. */
+static json_t *col_json(sqlite3_stmt *s, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(s, i);
+    return t ? json_loads(t, JSON_DECODE_ANY, NULL) : NULL;
+}
+
+/* Compact JSON text of v (NULL for NULL); jansson fails only for lack of memory here. */
+static char *json_text(const json_t *v)
+{
+    if (!v)
+        return NULL;
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!t)
+        abort();
+    return t;
+}
+
+/* Steps q (bound by the caller; NULL when it could not be prepared) for one row: *found
+ * says whether there was one. */
+static enum ts_rc row_exists(struct sq_conn *c, sqlite3_stmt *q, const char *what, bool *found)
+{
+    if (!q)
+        return TS_E_STORE;
+    int r = sqlite3_step(q);
+    enum ts_rc rc = r == SQLITE_ROW || r == SQLITE_DONE ? TS_OK : map_rc(c, r, what);
+    *found = r == SQLITE_ROW;
+    done(q);
+    return rc;
+}
+
+/* As row_exists, but TS_E_NOT_FOUND when there is no row. */
+static enum ts_rc must_exist(struct sq_conn *c, sqlite3_stmt *q, const char *what)
+{
+    bool found = false;
+    enum ts_rc rc = row_exists(c, q, what, &found);
+    return rc ? rc : found ? TS_OK : TS_E_NOT_FOUND;
+}
+
+/* Steps q (bound by the caller) for one row and copies its first column into *out;
+ * TS_E_NOT_FOUND when there is no row. */
+static enum ts_rc one_text(struct sq_conn *c, sqlite3_stmt *q, const char *what, char **out)
+{
+    if (!q)
+        return TS_E_STORE;
+    int r = sqlite3_step(q);
+    enum ts_rc rc = r == SQLITE_ROW    ? TS_OK
+                    : r == SQLITE_DONE ? TS_E_NOT_FOUND
+                                       : map_rc(c, r, what);
+    if (r == SQLITE_ROW)
+        *out = col_strdup(q, 0);
+    done(q);
+    return rc;
+}
+
+static enum ts_rc collection_exists(struct sq_conn *c, const char *name)
+{
+    sqlite3_stmt *q = stmt(c, S_COLL_GET);
+    if (q)
+        bind_text(q, 1, name);
+    return must_exist(c, q, "collection get");
+}
+
+/* TS_OK when the identity is live at now (a user not deleted; a document not expired),
+ * TS_E_NOT_FOUND otherwise. */
+static enum ts_rc identity_live(struct sq_conn *c, const char *collection, const char *id,
+                                int64_t now)
+{
+    sqlite3_stmt *q;
+    if (is_users(collection)) {
+        q = stmt(c, S_USER_LIVE);
+        if (q)
+            bind_text(q, 1, id);
+    } else {
+        q = stmt(c, S_DOC_LIVE);
+        if (q) {
+            bind_text(q, 1, collection);
+            bind_text(q, 2, id);
+            sqlite3_bind_int64(q, 3, now);
+        }
+    }
+    return must_exist(c, q, "identity live");
+}
+
+/* Deletes the secrets of one kind bound to the identity but except_id (may be NULL). */
+static enum ts_rc delete_identity_secrets(struct sq_conn *c, enum ts_secret_kind kind,
+                                          const char *collection, const char *id,
+                                          const char *except_id, int64_t *deleted)
+{
+    sqlite3_stmt *q = stmt(c, S_SECRETS_DELETE_IDENTITY);
+    if (q) {
+        bind_text(q, 1, ts__secret_kind_text(kind));
+        bind_text(q, 2, collection);
+        bind_text(q, 3, id);
+        bind_text(q, 4, except_id);
+    }
+    enum ts_rc rc = run(c, q, "secrets delete");
+    if (!rc && deleted)
+        *deleted = sqlite3_changes(c->db);
+    return rc;
+}
+
+/* Deletes a document with the tokens and keys bound to it; its index entries and credential
+ * go with it (ON DELETE CASCADE). */
+static enum ts_rc purge_doc(struct sq_conn *c, const char *collection, const char *id)
+{
+    enum ts_rc rc = delete_bound_secrets(c, collection, id, NULL);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_DOC_DELETE);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, id);
+    }
+    return run(c, q, "doc delete");
+}
+
+/* ---- collections ---- */
+
+static enum ts_rc sq_collection_create(struct ts_store *st, const char *name, int64_t now)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_COLL_INSERT);
+        if (q) {
+            bind_text(q, 1, name);
+            sqlite3_bind_int64(q, 2, now);
+        }
+        rc = tx_end(s, c, run(c, q, "collection insert"));
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_collection_get(struct ts_store *st, const char *name,
+                                    struct ts_collection_info *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_COLL_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, name);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW && out) {
+            out->name = col_strdup(q, 0);
+            out->created_at = sqlite3_column_int64(q, 1);
+        }
+        rc = r == SQLITE_ROW    ? TS_OK
+             : r == SQLITE_DONE ? TS_E_NOT_FOUND
+                                : map_rc(c, r, "collection get");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_collection_list(struct ts_store *st, const char *after, int64_t limit,
+                                     struct ts_collection_info **out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_collection_info *list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_COLL_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, after ? after : ""); /* every name sorts after "" */
+        sqlite3_bind_int64(q, 2, limit);
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            list[n].name = col_strdup(q, 0);
+            list[n++].created_at = sqlite3_column_int64(q, 1);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "collection list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_collection_infos_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_collection_delete(struct ts_store *st, const char *name)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        /* documents, indexes, entries and credentials cascade from the collection */
+        sqlite3_stmt *q = stmt(c, S_COLL_DELETE);
+        if (q)
+            bind_text(q, 1, name);
+        enum ts_rc r = run_changed(c, q, "collection delete");
+        if (!r) {
+            q = stmt(c, S_COLL_SECRETS_DELETE);
+            if (q)
+                bind_text(q, 1, name);
+            r = run(c, q, "collection secrets delete");
+        }
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+/* ---- indexes ---- */
+
+/* Steps q (bound by the caller; INDEX_GET or INDEX_LIST rows) to the end. */
+static enum ts_rc fetch_indexes(struct sq_conn *c, sqlite3_stmt *q, const char *what,
+                                struct ts_index_def **out, size_t *out_n)
+{
+    if (!q)
+        return TS_E_STORE;
+    struct ts_index_def *list = NULL;
+    size_t n = 0, cap = 0;
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        list = grow(list, n, &cap, sizeof(*list));
+        struct ts_index_def *d = &list[n++];
+        d->name = col_strdup(q, 0);
+        d->terms = col_json(q, 1);
+        if (!json_is_array(d->terms)) {
+            json_decref(d->terms);
+            d->terms = json_array();
+        }
+        d->unique = sqlite3_column_int(q, 2) != 0;
+        d->created_at = sqlite3_column_int64(q, 3);
+    }
+    enum ts_rc rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, what);
+    done(q);
+    if (rc) {
+        ts_index_defs_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc insert_entry(struct sq_conn *c, const char *collection, const char *index,
+                               const char *term, const char *doc_id, bool unique)
+{
+    sqlite3_stmt *q = stmt(c, S_ENTRY_INSERT);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, index);
+        bind_text(q, 3, term);
+        bind_text(q, 4, doc_id);
+        sqlite3_bind_int(q, 5, unique ? 1 : 0);
+    }
+    /* a unique term held by another document: SQLITE_CONSTRAINT_UNIQUE, TS_E_CONFLICT */
+    return run(c, q, "index entry insert");
+}
+
+/* An expired document never holds a unique term: the one holding term (if any) is deleted,
+ * with what is bound to it, before the term is written again. */
+static enum ts_rc take_unique_term(struct sq_conn *c, const char *collection, const char *index,
+                                   const char *term, int64_t now)
+{
+    sqlite3_stmt *q = stmt(c, S_ENTRY_EXPIRED_HOLDER);
+    if (!q)
+        return TS_E_STORE;
+    bind_text(q, 1, collection);
+    bind_text(q, 2, index);
+    bind_text(q, 3, term);
+    sqlite3_bind_int64(q, 4, now);
+    char *holder = NULL;
+    enum ts_rc rc = one_text(c, q, "index holder", &holder);
+    if (rc == TS_E_NOT_FOUND)
+        return TS_OK;
+    if (!rc)
+        rc = purge_doc(c, collection, holder);
+    free(holder);
+    return rc;
+}
+
+/* Writes the document's entries in every index of its collection (it has none yet). */
+static enum ts_rc index_doc(struct sq_conn *c, const char *collection, const char *id,
+                            const json_t *data, int64_t now)
+{
+    struct ts_index_def *defs = NULL;
+    size_t n = 0;
+    sqlite3_stmt *q = stmt(c, S_INDEX_LIST);
+    if (q)
+        bind_text(q, 1, collection);
+    enum ts_rc rc = fetch_indexes(c, q, "index list", &defs, &n);
+    for (size_t i = 0; !rc && i < n; i++) {
+        char *key = ts_store_index_key_of(defs[i].terms, data);
+        if (!key)
+            continue; /* a value is missing or not a scalar: not in this index */
+        if (defs[i].unique)
+            rc = take_unique_term(c, collection, defs[i].name, key, now);
+        if (!rc)
+            rc = insert_entry(c, collection, defs[i].name, key, id, defs[i].unique);
+        free(key);
+    }
+    ts_index_defs_free(defs, n);
+    return rc;
+}
+
+/* Fills a new index from the collection's live documents (expired ones hold no entries). */
+static enum ts_rc fill_index(struct sq_conn *c, const char *collection,
+                             const struct ts_index_def *def, int64_t now)
+{
+    sqlite3_stmt *q = stmt(c, S_DOC_SCAN);
+    if (!q)
+        return TS_E_STORE;
+    bind_text(q, 1, collection);
+    sqlite3_bind_int64(q, 2, now);
+    enum ts_rc rc = TS_OK;
+    int r = SQLITE_DONE;
+    while (!rc && (r = sqlite3_step(q)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(q, 0);
+        json_t *data = col_json(q, 1);
+        char *key = ts_store_index_key_of(def->terms, data);
+        json_decref(data);
+        if (key)
+            rc = insert_entry(c, collection, def->name, key, id, def->unique);
+        free(key);
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = map_rc(c, r, "doc scan");
+    done(q);
+    return rc;
+}
+
+static enum ts_rc sq_index_create(struct ts_store *st, const char *collection,
+                                  const struct ts_index_def *def, int64_t now)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *terms = json_text(def->terms);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        enum ts_rc r = collection_exists(c, collection);
+        if (!r) {
+            sqlite3_stmt *q = stmt(c, S_INDEX_INSERT);
+            if (q) {
+                bind_text(q, 1, collection);
+                bind_text(q, 2, def->name);
+                bind_text(q, 3, terms);
+                sqlite3_bind_int(q, 4, def->unique ? 1 : 0);
+                sqlite3_bind_int64(q, 5, now);
+            }
+            r = run(c, q, "index insert");
+        }
+        if (!r)
+            r = fill_index(c, collection, def, now);
+        rc = tx_end(s, c, r);
+    }
+    free(terms);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_index_list(struct ts_store *st, const char *collection,
+                                struct ts_index_def **out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_index_def *list = NULL;
+    size_t n = 0;
+    sqlite3_stmt *q = stmt(c, S_INDEX_LIST);
+    if (q)
+        bind_text(q, 1, collection);
+    rc = fetch_indexes(c, q, "index list", &list, &n);
+    if (!rc && n == 0)
+        rc = collection_exists(c, collection);
+    release(s, c);
+    if (rc) {
+        ts_index_defs_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_index_get(struct ts_store *st, const char *collection, const char *name,
+                               struct ts_index_def *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_index_def *list = NULL;
+    size_t n = 0;
+    sqlite3_stmt *q = stmt(c, S_INDEX_GET);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, name);
+    }
+    rc = fetch_indexes(c, q, "index get", &list, &n);
+    release(s, c);
+    if (!rc && n == 0)
+        rc = TS_E_NOT_FOUND;
+    if (!rc && out) {
+        *out = list[0];
+        n = 0; /* moved into *out */
+    }
+    ts_index_defs_free(list, n);
+    return rc;
+}
+
+static enum ts_rc sq_index_delete(struct ts_store *st, const char *collection, const char *name)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        /* its entries cascade */
+        sqlite3_stmt *q = stmt(c, S_INDEX_DELETE);
+        if (q) {
+            bind_text(q, 1, collection);
+            bind_text(q, 2, name);
+        }
+        rc = tx_end(s, c, run_changed(c, q, "index delete"));
+    }
+    release(s, c);
+    return rc;
+}
+
+/* ---- documents ---- */
+
+static struct ts_doc *row_to_doc(sqlite3_stmt *s)
+{
+    struct ts_doc *d = ts_xcalloc(1, sizeof(*d));
+    d->collection = col_strdup(s, 0);
+    d->id = col_strdup(s, 1);
+    d->data = col_json_object(s, 2);
+    d->ts = sqlite3_column_int64(s, 3);
+    d->created_at = sqlite3_column_int64(s, 4);
+    d->expires_at = sqlite3_column_int64(s, 5);
+    return d;
+}
+
+/* Steps q (bound by the caller; DOC_COLS rows) to the end. */
+static enum ts_rc fetch_docs(struct sq_conn *c, sqlite3_stmt *q, const char *what,
+                             struct ts_doc ***out, size_t *out_n)
+{
+    if (!q)
+        return TS_E_STORE;
+    struct ts_doc **list = NULL;
+    size_t n = 0, cap = 0;
+    int r;
+    while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+        list = grow(list, n, &cap, sizeof(*list));
+        list[n++] = row_to_doc(q);
+    }
+    enum ts_rc rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, what);
+    done(q);
+    if (rc) {
+        ts_doc_list_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+/* The stored state of a document, live or not: *found false when there is no row. */
+struct doc_state {
+    bool found;
+    int64_t ts;
+    int64_t created_at;
+    int64_t expires_at;
+};
+
+static enum ts_rc doc_state(struct sq_conn *c, const char *collection, const char *id,
+                            struct doc_state *out)
+{
+    sqlite3_stmt *q = stmt(c, S_DOC_STATE);
+    if (!q)
+        return TS_E_STORE;
+    bind_text(q, 1, collection);
+    bind_text(q, 2, id);
+    int r = sqlite3_step(q);
+    enum ts_rc rc = r == SQLITE_ROW || r == SQLITE_DONE ? TS_OK : map_rc(c, r, "doc state");
+    memset(out, 0, sizeof(*out));
+    if (r == SQLITE_ROW) {
+        out->found = true;
+        out->ts = sqlite3_column_int64(q, 0);
+        out->created_at = sqlite3_column_int64(q, 1);
+        out->expires_at = sqlite3_column_int64(q, 2);
+    }
+    done(q);
+    return rc;
+}
+
+static enum ts_rc upsert_doc_password(struct sq_conn *c, const char *collection, const char *id,
+                                      const char *hash, int64_t now)
+{
+    sqlite3_stmt *q = stmt(c, S_CRED_DOC_UPSERT);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, id);
+        bind_text(q, 3, hash);
+        sqlite3_bind_int64(q, 4, now);
+    }
+    return run(c, q, "doc password upsert");
+}
+
+/* Inserts or updates the document row itself (DOC_INSERT / DOC_UPDATE parameters). */
+static enum ts_rc put_doc(struct sq_conn *c, bool insert, const struct ts_doc_write *w,
+                          const char *data, int64_t ts, int64_t created_at)
+{
+    sqlite3_stmt *q = stmt(c, insert ? S_DOC_INSERT : S_DOC_UPDATE);
+    if (q) {
+        bind_text(q, 1, w->collection);
+        bind_text(q, 2, w->id);
+        bind_text(q, 3, data);
+        sqlite3_bind_int64(q, 4, ts);
+        if (insert) {
+            sqlite3_bind_int64(q, 5, created_at);
+            bind_time(q, 6, w->expires_at);
+        } else {
+            bind_time(q, 5, w->expires_at);
+        }
+    }
+    return run(c, q, insert ? "doc insert" : "doc update");
+}
+
+static enum ts_rc sq_doc_write(struct ts_store *st, const struct ts_doc_write *w,
+                               struct ts_doc **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *data = json_text(w->data);
+    bool replace = w->mode == TS_DOC_REPLACE;
+    int64_t ts = w->now, created_at = w->now;
+    rc = tx_begin(s, c);
+    if (rc)
+        goto out;
+    struct doc_state old;
+    enum ts_rc r = collection_exists(c, w->collection);
+    if (!r)
+        r = doc_state(c, w->collection, w->id, &old);
+    if (!r) {
+        bool live = old.found && !expired_at(old.expires_at, w->now);
+        if (replace && !live)
+            r = TS_E_NOT_FOUND;
+        else if (replace && w->expect_ts != 0 && w->expect_ts != old.ts)
+            r = TS_E_STALE;
+        else if (!replace && live)
+            r = TS_E_CONFLICT;
+        else if (!replace && old.found) /* expired: nothing bound to it may survive */
+            r = purge_doc(c, w->collection, w->id);
+        /* ts only grows for an id, even when the clock does not */
+        if (old.found && old.ts >= ts)
+            ts = old.ts + 1;
+        if (replace)
+            created_at = old.created_at;
+    }
+    if (!r)
+        r = put_doc(c, !replace, w, data, ts, created_at);
+    if (!r && replace) {
+        sqlite3_stmt *q = stmt(c, S_ENTRIES_DELETE_DOC);
+        if (q) {
+            bind_text(q, 1, w->collection);
+            bind_text(q, 2, w->id);
+        }
+        r = run(c, q, "index entries delete");
+    }
+    if (!r)
+        r = index_doc(c, w->collection, w->id, w->data, w->now);
+    if (!r && w->password_hash)
+        r = upsert_doc_password(c, w->collection, w->id, w->password_hash, w->now);
+    rc = tx_end(s, c, r);
+    if (!rc && out) {
+        struct ts_doc *d = ts_xcalloc(1, sizeof(*d));
+        d->collection = ts_xstrdup(w->collection);
+        d->id = ts_xstrdup(w->id);
+        d->data = json_loads(data, 0, NULL); /* as stored */
+        if (!json_is_object(d->data)) {
+            json_decref(d->data);
+            d->data = json_object();
+        }
+        d->ts = ts;
+        d->created_at = created_at;
+        d->expires_at = w->expires_at;
+        *out = d;
+    }
+out:
+    free(data);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_doc_get(struct ts_store *st, const char *collection, const char *id,
+                             int64_t now, struct ts_doc **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_DOC_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, id);
+        sqlite3_bind_int64(q, 3, now);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW)
+            *out = row_to_doc(q);
+        rc = r == SQLITE_ROW ? TS_OK : r == SQLITE_DONE ? TS_E_NOT_FOUND : map_rc(c, r, "doc get");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_doc_delete(struct ts_store *st, const char *collection, const char *id,
+                                int64_t now)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    bool expired = false;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        struct doc_state old;
+        enum ts_rc r = doc_state(c, collection, id, &old);
+        if (!r && !old.found)
+            r = TS_E_NOT_FOUND;
+        if (!r) {
+            expired = expired_at(old.expires_at, now);
+            r = purge_doc(c, collection, id);
+        }
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    /* an expired document is deleted all the same, and reported absent */
+    return !rc && expired ? TS_E_NOT_FOUND : rc;
+}
+
+static enum ts_rc sq_doc_list(struct ts_store *st, const char *collection, const char *after,
+                              int64_t limit, int64_t now, struct ts_doc ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_doc **list = NULL;
+    size_t n = 0;
+    sqlite3_stmt *q = stmt(c, S_DOC_LIST);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, after ? after : ""); /* every id sorts after "" */
+        sqlite3_bind_int64(q, 3, now);
+        sqlite3_bind_int64(q, 4, limit);
+    }
+    rc = fetch_docs(c, q, "doc list", &list, &n);
+    /* documents imply their collection; only an empty page needs the check */
+    if (!rc && n == 0)
+        rc = collection_exists(c, collection);
+    release(s, c);
+    if (rc) {
+        ts_doc_list_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_index_lookup(struct ts_store *st, const char *collection, const char *index,
+                                  const char *key, const char *after, int64_t limit, int64_t now,
+                                  struct ts_doc ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_doc **list = NULL;
+    size_t n = 0;
+    sqlite3_stmt *q = stmt(c, S_INDEX_LOOKUP);
+    if (q) {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, index);
+        bind_text(q, 3, key);
+        bind_text(q, 4, after ? after : "");
+        sqlite3_bind_int64(q, 5, now);
+        sqlite3_bind_int64(q, 6, limit);
+    }
+    rc = fetch_docs(c, q, "index lookup", &list, &n);
+    /* entries imply their index (and so the collection); only an empty page needs the check */
+    if (!rc && n == 0) {
+        q = stmt(c, S_INDEX_GET);
+        if (q) {
+            bind_text(q, 1, collection);
+            bind_text(q, 2, index);
+        }
+        rc = must_exist(c, q, "index get");
+    }
+    release(s, c);
+    if (rc) {
+        ts_doc_list_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_identity_collections(struct ts_store *st, const char *id, int64_t now,
+                                          char ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char **list = NULL;
+    size_t n = 0, cap = 0;
+    bool user = false;
+    sqlite3_stmt *q = stmt(c, S_USER_LIVE);
+    if (q)
+        bind_text(q, 1, id);
+    rc = row_exists(c, q, "user live", &user);
+    if (!rc && user) {
+        list = grow(list, n, &cap, sizeof(*list));
+        list[n++] = ts_xstrdup("users");
+    }
+    if (!rc) {
+        q = stmt(c, S_DOC_COLLECTIONS);
+        if (!q) {
+            rc = TS_E_STORE;
+        } else {
+            bind_text(q, 1, id);
+            sqlite3_bind_int64(q, 2, now);
+            int r;
+            while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+                list = grow(list, n, &cap, sizeof(*list));
+                list[n++] = col_strdup(q, 0);
+            }
+            rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "identity collections");
+            done(q);
+        }
+    }
+    release(s, c);
+    if (rc) {
+        ts_strings_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+/* ---- credentials of any identity ---- */
+
+static enum ts_rc sq_credential_get(struct ts_store *st, const char *collection, const char *id,
+                                    int64_t now, char **out_hash)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q;
+    if (is_users(collection)) {
+        q = stmt(c, S_CRED_USER_GET);
+        if (q)
+            bind_text(q, 1, id);
+    } else {
+        q = stmt(c, S_CRED_DOC_GET);
+        if (q) {
+            bind_text(q, 1, collection);
+            bind_text(q, 2, id);
+            sqlite3_bind_int64(q, 3, now);
+        }
+    }
+    rc = one_text(c, q, "credential get", out_hash);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_credential_set(struct ts_store *st, const char *collection, const char *id,
+                                    const char *hash, const char *expect_old, int64_t now)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    bool user = is_users(collection);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        enum ts_rc r = identity_live(c, collection, id, now);
+        if (!r && expect_old) {
+            sqlite3_stmt *q = stmt(c, user ? S_PASSWORD_GET : S_CRED_DOC_HASH);
+            if (q && user) {
+                bind_text(q, 1, id);
+            } else if (q) {
+                bind_text(q, 1, collection);
+                bind_text(q, 2, id);
+            }
+            r = hash_still(c, q, expect_old);
+        }
+        if (!r)
+            r = user ? upsert_password(c, id, hash, now)
+                     : upsert_doc_password(c, collection, id, hash, now);
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_credential_delete(struct ts_store *st, const char *collection, const char *id,
+                                       bool revoke, int64_t *revoked)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    bool user = is_users(collection);
+    int64_t total = 0;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, user ? S_CRED_USER_DELETE : S_CRED_DOC_DELETE);
+        if (q && user) {
+            bind_text(q, 1, id);
+        } else if (q) {
+            bind_text(q, 1, collection);
+            bind_text(q, 2, id);
+        }
+        enum ts_rc r = run_changed(c, q, "credential delete");
+        if (!r && revoke) {
+            int64_t n = 0;
+            r = delete_identity_secrets(c, TS_SECRET_TOKEN, collection, id, NULL, &n);
+            total += n;
+            if (!r && user) {
+                n = 0;
+                r = delete_user_sessions(c, id, NULL, &n);
+                total += n;
+            }
+        }
+        rc = tx_end(s, c, r);
+    }
+    release(s, c);
+    if (!rc && revoked)
+        *revoked = total;
+    return rc;
+}
+
+static enum ts_rc sq_credential_list(struct ts_store *st, const char *collection,
+                                     const char *after_collection, const char *after_id,
+                                     int64_t limit, struct ts_credential_info **out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_credential_info *list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_CRED_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, collection);
+        /* (collection, id) > ("", "") holds for every row: names are never empty */
+        bind_text(q, 2, after_collection ? after_collection : "");
+        bind_text(q, 3, after_collection ? after_id : "");
+        sqlite3_bind_int64(q, 4, limit);
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            struct ts_credential_info *ci = &list[n++];
+            ci->collection = col_strdup(q, 0);
+            ci->id = col_strdup(q, 1);
+            ci->strategy = col_strdup(q, 2);
+            ci->created_at = sqlite3_column_int64(q, 3);
+            ci->updated_at = sqlite3_column_int64(q, 4);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "credential list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_credential_infos_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+/* ---- opaque secrets (tokens and keys) ---- */
+
+static struct ts_secret_row *row_to_secret(sqlite3_stmt *s)
+{
+    struct ts_secret_row *r = ts_xcalloc(1, sizeof(*r));
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+    r->kind = ts__secret_kind_from_text((const char *)sqlite3_column_text(s, 1));
+    r->identity_collection = col_strdup(s, 2);
+    r->identity_id = col_strdup(s, 3);
+    r->role = col_strdup(s, 4);
+    r->origin = col_strdup(s, 5);
+    r->description = col_strdup(s, 6);
+    r->data = col_json(s, 7);
+    r->meta = col_json(s, 8);
+    r->created_at = sqlite3_column_int64(s, 9);
+    r->expires_at = sqlite3_column_int64(s, 10);
+    return r;
+}
+
+static enum ts_rc sq_secret_create(struct ts_store *st, const struct ts_secret_row *row,
+                                   const uint8_t hash[TS_SECRET_HASH_LEN], int64_t now)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *data = json_text(row->data);
+    char *meta = json_text(row->meta);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        enum ts_rc r = TS_OK;
+        if (row->identity_id)
+            r = identity_live(c, row->identity_collection, row->identity_id, now);
+        if (!r) {
+            sqlite3_stmt *q = stmt(c, S_SECRET_INSERT);
+            if (q) {
+                bind_text(q, 1, row->id);
+                sqlite3_bind_blob(q, 2, hash, TS_SECRET_HASH_LEN, SQLITE_STATIC);
+                bind_text(q, 3, ts__secret_kind_text(row->kind));
+                bind_text(q, 4, row->identity_collection);
+                bind_text(q, 5, row->identity_id);
+                bind_text(q, 6, row->role);
+                bind_text(q, 7, row->origin);
+                bind_text(q, 8, row->description);
+                bind_text(q, 9, data);
+                bind_text(q, 10, meta);
+                sqlite3_bind_int64(q, 11, row->created_at ? row->created_at : now);
+                bind_time(q, 12, row->expires_at);
+            }
+            r = run(c, q, "secret insert");
+        }
+        rc = tx_end(s, c, r);
+    }
+    free(data);
+    free(meta);
+    release(s, c);
+    return rc;
+}
+
+/* SECRET_CHECK's columns after SECRET_COLS: the user's, then the document's. */
+enum {
+    CHECK_USER_FOUND = SECRET_NCOLS,
+    CHECK_USER_CREATED,
+    CHECK_USER_BANNED,
+    CHECK_DOC_FOUND,
+    CHECK_DOC_CREATED,
+    CHECK_DOC_EXPIRES,
+};
+
+/* Judges the row SECRET_CHECK returned; *until gets the end of a LIVE answer. */
+static enum ts_secret_state check_row(sqlite3_stmt *q, int64_t now, int64_t *until)
+{
+    int64_t created = sqlite3_column_int64(q, 9);
+    int64_t expires = sqlite3_column_int64(q, 10);
+    *until = expires ? expires : INT64_MAX;
+    if (expired_at(expires, now))
+        return TS_SECRET_EXPIRED;
+    if (sqlite3_column_type(q, 3) == SQLITE_NULL)
+        return TS_SECRET_LIVE; /* a key bound to a role only */
+    if (is_users((const char *)sqlite3_column_text(q, 2))) {
+        int64_t banned = sqlite3_column_int64(q, CHECK_USER_BANNED);
+        if (!sqlite3_column_int(q, CHECK_USER_FOUND) ||
+            sqlite3_column_int64(q, CHECK_USER_CREATED) > created || banned > now)
+            return TS_SECRET_IDENTITY_GONE;
+        return TS_SECRET_LIVE;
+    }
+    int64_t doc_expires = sqlite3_column_int64(q, CHECK_DOC_EXPIRES);
+    /* a document re-created after the secret is another identity: never revived */
+    if (!sqlite3_column_int(q, CHECK_DOC_FOUND) || expired_at(doc_expires, now) ||
+        sqlite3_column_int64(q, CHECK_DOC_CREATED) > created)
+        return TS_SECRET_IDENTITY_GONE;
+    if (doc_expires && doc_expires < *until)
+        *until = doc_expires;
+    return TS_SECRET_LIVE;
+}
+
+static enum ts_rc sq_secret_check(struct ts_store *st, const uint8_t hash[TS_SECRET_HASH_LEN],
+                                  int64_t now, enum ts_secret_state *state,
+                                  struct ts_secret_row **out, int64_t *valid_until)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    enum ts_secret_state res = TS_SECRET_UNKNOWN;
+    struct ts_secret_row *row = NULL;
+    int64_t until = 0;
+    sqlite3_stmt *q = stmt(c, S_SECRET_CHECK);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        sqlite3_bind_blob(q, 1, hash, TS_SECRET_HASH_LEN, SQLITE_STATIC);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW) {
+            res = check_row(q, now, &until);
+            if (res == TS_SECRET_LIVE && out)
+                row = row_to_secret(q);
+        }
+        rc = r == SQLITE_ROW || r == SQLITE_DONE ? TS_OK : map_rc(c, r, "secret check");
+        done(q);
+    }
+    release(s, c);
+    if (rc)
+        return rc;
+    *state = res;
+    if (out)
+        *out = row;
+    if (valid_until)
+        *valid_until = res == TS_SECRET_LIVE ? until : 0;
+    return TS_OK;
+}
+
+static enum ts_rc sq_secret_get(struct ts_store *st, const char *id, int64_t now,
+                                struct ts_secret_row **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_SECRET_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, id);
+        sqlite3_bind_int64(q, 2, now);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW)
+            *out = row_to_secret(q);
+        rc = r == SQLITE_ROW    ? TS_OK
+             : r == SQLITE_DONE ? TS_E_NOT_FOUND
+                                : map_rc(c, r, "secret get");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_secret_list(struct ts_store *st, const struct ts_secret_filter *f,
+                                 struct ts_secret_row ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_secret_row **list = NULL;
+    size_t n = 0, cap = 0;
+    /* bound to an identity: through tokens_identity rather than every secret of the kind */
+    sqlite3_stmt *q = stmt(c, f->identity_id ? S_SECRET_LIST_IDENTITY : S_SECRET_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, ts__secret_kind_text(f->kind));
+        bind_text(q, 2, f->after ? f->after : "");
+        sqlite3_bind_int64(q, 3, f->now);
+        sqlite3_bind_int64(q, 4, f->limit);
+        if (f->identity_id) {
+            bind_text(q, 5, f->identity_collection);
+            bind_text(q, 6, f->identity_id);
+        }
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            list[n++] = row_to_secret(q);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "secret list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_secret_rows_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_secret_delete(struct ts_store *st, enum ts_secret_kind kind, const char *id)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_SECRET_DELETE);
+        if (q) {
+            bind_text(q, 1, id);
+            bind_text(q, 2, ts__secret_kind_text(kind));
+        }
+        rc = tx_end(s, c, run_changed(c, q, "secret delete"));
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_secrets_delete_for_identity(struct ts_store *st, enum ts_secret_kind kind,
+                                                 const char *collection, const char *id,
+                                                 const char *except_id, int64_t *deleted)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = tx_begin(s, c);
+    if (!rc)
+        rc = tx_end(s, c, delete_identity_secrets(c, kind, collection, id, except_id, &n));
+    release(s, c);
+    if (!rc && deleted)
+        *deleted = n;
+    return rc;
+}
+
+/* ---- the sessions ledger ---- */
+
+static enum ts_rc sq_session_list(struct ts_store *st, const char *user_id,
+                                  struct ts_session_info **out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_session_info *list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_SESSION_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, user_id);
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            struct ts_session_info *si = &list[n++];
+            const char *id = (const char *)sqlite3_column_text(q, 0);
+            snprintf(si->id, sizeof(si->id), "%s", id ? id : "");
+            si->aal = col_strdup(q, 1);
+            si->ip = col_strdup(q, 2);
+            si->user_agent = col_strdup(q, 3);
+            si->created_at = sqlite3_column_int64(q, 4);
+            si->refreshed_at = sqlite3_column_int64(q, 5);
+            si->not_after = sqlite3_column_int64(q, 6);
+            si->refresh_tokens = sqlite3_column_int64(q, 7);
+            si->refresh_tokens_active = sqlite3_column_int64(q, 8);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "session list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_session_infos_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+/* ---- the sweeper ---- */
+
+/*
+ * One kind of the sweep, as its own short transaction: runs pre (unless S__COUNT: deletes
+ * what is bound to the rows about to go) then del, both with ?1 = cutoff and ?2 = batch, and
+ * ?3 = kind when kind is not NULL. *count gets the rows del deleted (cascades not counted).
+ */
+static enum ts_rc sweep_kind(struct sq_store *s, struct sq_conn *c, enum stmt_id pre,
+                             enum stmt_id del, const char *kind, int64_t cutoff, int64_t batch,
+                             int64_t *count)
+{
+    enum ts_rc rc = tx_begin(s, c);
+    if (rc)
+        return rc;
+    enum ts_rc r = TS_OK;
+    int64_t n = 0;
+    for (int step = 0; !r && step < 2; step++) {
+        enum stmt_id id = step == 0 ? pre : del;
+        if (id == S__COUNT)
+            continue;
+        sqlite3_stmt *q = stmt(c, id);
+        if (q) {
+            sqlite3_bind_int64(q, 1, cutoff);
+            sqlite3_bind_int64(q, 2, batch);
+            if (kind)
+                bind_text(q, 3, kind);
+        }
+        r = run(c, q, "sweep");
+        if (!r)
+            n = sqlite3_changes(c->db);
+    }
+    rc = tx_end(s, c, r);
+    if (!rc)
+        *count = n;
+    return rc;
+}
+
+static enum ts_rc sq_sweep(struct ts_store *st, int64_t now, int64_t refresh_before, int64_t batch,
+                           struct ts_sweep_counts *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    /* out holds what earlier kinds deleted even when a later one fails (store_docs.c moves
+     * the epoch from it) */
+    rc = sweep_kind(s, c, S__COUNT, S_SWEEP_SECRETS, ts__secret_kind_text(TS_SECRET_TOKEN), now,
+                    batch, &out->tokens);
+    if (!rc)
+        rc = sweep_kind(s, c, S__COUNT, S_SWEEP_SECRETS, ts__secret_kind_text(TS_SECRET_KEY), now,
+                        batch, &out->keys);
+    if (!rc)
+        rc = sweep_kind(s, c, S_SWEEP_DOC_SECRETS, S_SWEEP_DOCS, NULL, now, batch, &out->documents);
+    if (!rc)
+        rc = sweep_kind(s, c, S__COUNT, S_SWEEP_SESSIONS, NULL, now, batch, &out->sessions);
+    if (!rc)
+        rc = sweep_kind(s, c, S__COUNT, S_SWEEP_REFRESH, NULL, refresh_before, batch,
+                        &out->refresh_tokens);
+    release(s, c);
+    return rc;
+}
+
 /* PRAGMA data_version changes when any *other* connection committed since this one last
  * looked: the CLI, but also this process's pooled connections, so some bumps are spurious,
  * which only costs cache refills. */
@@ -1544,6 +3027,32 @@ static const struct ts_store_ops sqlite_ops = {
     .counter_read = sq_counter_read,
     .counter_reset = sq_counter_reset,
     .counters_sweep = sq_counters_sweep,
+    .collection_create = sq_collection_create,
+    .collection_get = sq_collection_get,
+    .collection_list = sq_collection_list,
+    .collection_delete = sq_collection_delete,
+    .index_create = sq_index_create,
+    .index_list = sq_index_list,
+    .index_get = sq_index_get,
+    .index_delete = sq_index_delete,
+    .doc_write = sq_doc_write,
+    .doc_get = sq_doc_get,
+    .doc_delete = sq_doc_delete,
+    .doc_list = sq_doc_list,
+    .index_lookup = sq_index_lookup,
+    .identity_collections = sq_identity_collections,
+    .credential_get = sq_credential_get,
+    .credential_set = sq_credential_set,
+    .credential_delete = sq_credential_delete,
+    .credential_list = sq_credential_list,
+    .secret_create = sq_secret_create,
+    .secret_check = sq_secret_check,
+    .secret_get = sq_secret_get,
+    .secret_list = sq_secret_list,
+    .secret_delete = sq_secret_delete,
+    .secrets_delete_for_identity = sq_secrets_delete_for_identity,
+    .session_list = sq_session_list,
+    .sweep = sq_sweep,
 };
 
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,

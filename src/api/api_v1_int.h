@@ -1,0 +1,163 @@
+/*
+ * api_v1_int.h - private to src/api: the native /v1 API (docs/API.md, "Native API").
+ *
+ * Who the caller is (a tsk_ key with a role, a tst_ token of an identity, the service_role
+ * JWT, a GoTrue user's access token, or nobody), the error shape of /v1, and the helpers the
+ * /v1 handlers share. Handlers: api_v1_docs.c (collections, documents, indexes),
+ * api_v1_auth.c (login, identify, logout, tokens, keys, credentials, the ledger).
+ */
+#ifndef TS_API_V1_INT_H
+#define TS_API_V1_INT_H
+
+#include <jansson.h>
+
+#include "api_int.h"
+
+#define V1_SECRET_PREFIX_TOKEN "tst_"
+#define V1_SECRET_PREFIX_KEY "tsk_"
+#define V1_SECRET_LEN (4 + TS_REFRESH_TOKEN_LEN) /* prefix + 32 base64url characters */
+
+/* What a caller may do, before roles arrive (docs/API.md, "What each caller may do"). */
+enum v1_role {
+    V1_ROLE_NONE,        /* anonymous, client keys, and identities acting for themselves */
+    V1_ROLE_SERVER_READ, /* server-readonly */
+    V1_ROLE_SERVER,      /* server */
+    V1_ROLE_ADMIN,       /* admin keys and the service_role JWT */
+};
+
+enum v1_kind {
+    V1_ANONYMOUS, /* no credential, or the anon JWT */
+    V1_KEY,       /* tsk_ */
+    V1_TOKEN,     /* tst_ */
+    V1_JWT_ADMIN, /* the service_role JWT */
+    V1_JWT_USER,  /* a GoTrue access token */
+};
+
+struct v1_caller {
+    enum v1_kind kind;
+    enum v1_role role;
+    char secret_id[TS_STORE_ID_LEN + 1]; /* the tst_/tsk_ row id */
+    char key_role[32];                   /* V1_KEY: the key's role name */
+    bool has_identity;
+    char identity_collection[TS_STORE_NAME_MAX + 1];
+    char identity_id[TS_STORE_DOC_ID_MAX + 1];
+    char session_id[TS_STORE_ID_LEN + 1]; /* V1_JWT_USER */
+    int64_t expires_at;                   /* of the secret; 0 = never */
+    uint8_t hash[TS_SECRET_HASH_LEN];     /* V1_KEY, V1_TOKEN: the secret's SHA-256 */
+};
+
+/*
+ * Cache of checked secrets: SHA-256 of the secret -> the caller it stands for, valid while the
+ * store's change epoch has not moved since it was read and until the earliest expiry involved
+ * (ts_store_secret_check's valid_until). Every revocation, deletion or expiry change moves the
+ * epoch, so an entry never outlives them; only live answers are cached.
+ */
+struct v1_secret_cache;
+struct v1_secret_cache *v1_secret_cache_new(size_t slots);
+void v1_secret_cache_free(struct v1_secret_cache *c);
+/* GET /v1/me's answer kept beside a cached secret (same validity: the epoch it was read at,
+ * and the secret's own entry, whose expiry is checked first by v1_caller). */
+bool v1_me_cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
+                     uint64_t epoch, struct ts_arena *a, const char **text, size_t *len);
+void v1_me_cache_put(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
+                     uint64_t epoch, const char *text, size_t len);
+
+/* ---- errors ---- */
+
+/* Answers {"error":{"code","message"}} with status. */
+void v1_error(struct ts_http_req *req, int status, const char *code, const char *message);
+/* 401 with WWW-Authenticate: Bearer, the uniform answer to every credential failure; reason
+ * goes to the log only. */
+void v1_unauthorized(struct ts_http_req *req, const char *reason);
+void v1_forbidden(struct ts_http_req *req);
+/* Maps a store result to an answer (404, 409, 503...). what names the operation for logs. */
+void v1_fail(struct ts_http_req *req, enum ts_rc rc, const char *what);
+/* 404 not_found / 405 / 413 in the /v1 shape (the router's hooks call these for /v1 paths). */
+void v1_not_found(struct ts_http_req *req);
+void v1_too_large(struct ts_http_req *req);
+bool v1_path(struct ts_http_req *req);
+
+/* ---- the caller ---- */
+
+/* Works out who is calling. Answers 401 and returns false when a credential was presented
+ * and is not valid; no credential is the anonymous caller. */
+bool v1_caller(struct ts_http_req *req, struct v1_caller *c);
+/* v1_caller, then requires at least `role`; answers 403 (or 401 for anonymous) otherwise. */
+bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_role role);
+/* v1_caller, then requires an identity (tokens, user JWTs, keys bound to one). */
+bool v1_require_identity(struct ts_http_req *req, struct v1_caller *c);
+/* True when the caller's identity is (collection, id). */
+bool v1_is_self(const struct v1_caller *c, const char *collection, const char *id);
+
+/* ---- request parsing ---- */
+
+/* The JSON object body; answers 400 and returns NULL on failure. */
+json_t *v1_body(struct ts_http_req *req);
+/* Refuses members of obj not in the NULL-terminated list allowed (400). */
+bool v1_only(struct ts_http_req *req, json_t *obj, const char *const *allowed);
+/* Name and id checks (docs/API.md "Names and ids"). */
+bool v1_name_ok(const char *s);
+bool v1_doc_id_ok(const char *s);
+/* Parses a ttl value (seconds, duration text, or RFC 3339 time) into an absolute expiry after
+ * now; false (answered 400) when it is malformed or not in the future. */
+bool v1_ttl(struct ts_http_req *req, const json_t *v, int64_t now, int64_t *expires_at);
+/* ?size= (default 64, 1..1000); false (answered 400) when malformed. */
+bool v1_page_size(struct ts_http_req *req, int64_t *size);
+/* A JSON time string member, or null when t is 0. */
+json_t *v1_time(int64_t t);
+
+/* ---- objects ---- */
+
+json_t *v1_doc_json(const struct ts_doc *d);
+/* A user as a document of the users collection. */
+json_t *v1_user_doc_json(const struct ts_user *u);
+json_t *v1_identity_json(const char *collection, const char *id);
+json_t *v1_secret_json(const struct ts_secret_row *r);
+
+/* Makes a secret (prefix + 192 random bits in base64url) and its SHA-256. */
+void v1_secret_new(const char *prefix, char out[V1_SECRET_LEN + 1],
+                   uint8_t hash[TS_SECRET_HASH_LEN]);
+
+/* Creates a token for an identity and answers status with {"token":{...,"secret"}}. */
+void v1_issue_token(struct ts_http_req *req, int status, const char *collection, const char *id,
+                    int64_t expires_at, json_t *data, const char *origin);
+/* Answers answer (consumed), which holds a secret: the text is wiped after it is copied out. */
+void v1_respond_secret(struct ts_http_req *req, int status, json_t *answer);
+/* Resolves the ttl member of body for a new token: default, maximum (answers 400). */
+bool v1_token_expiry(struct ts_http_req *req, const json_t *body, int64_t now, int64_t *expires_at);
+
+/* Handlers. */
+void v1_collections_list(struct ts_http_req *req);
+void v1_collections_create(struct ts_http_req *req);
+void v1_collection_get(struct ts_http_req *req);
+void v1_collection_delete(struct ts_http_req *req);
+void v1_documents_list(struct ts_http_req *req);
+void v1_documents_create(struct ts_http_req *req);
+void v1_document_get(struct ts_http_req *req);
+void v1_document_put(struct ts_http_req *req);
+void v1_document_patch(struct ts_http_req *req);
+void v1_document_delete(struct ts_http_req *req);
+void v1_indexes_list(struct ts_http_req *req);
+void v1_indexes_create(struct ts_http_req *req);
+void v1_index_get(struct ts_http_req *req);
+void v1_index_delete(struct ts_http_req *req);
+void v1_login(struct ts_http_req *req);
+void v1_identify(struct ts_http_req *req);
+void v1_logout(struct ts_http_req *req);
+void v1_tokens_create(struct ts_http_req *req);
+void v1_tokens_list(struct ts_http_req *req);
+void v1_token_get(struct ts_http_req *req);
+void v1_token_delete(struct ts_http_req *req);
+void v1_keys_create(struct ts_http_req *req);
+void v1_keys_list(struct ts_http_req *req);
+void v1_key_get(struct ts_http_req *req);
+void v1_key_delete(struct ts_http_req *req);
+void v1_credentials_list(struct ts_http_req *req);
+void v1_credential_delete(struct ts_http_req *req);
+void v1_me(struct ts_http_req *req);
+void v1_me_sessions(struct ts_http_req *req);
+void v1_me_session_delete(struct ts_http_req *req);
+void v1_identity_sessions(struct ts_http_req *req);
+void v1_identity_session_delete(struct ts_http_req *req);
+
+#endif
