@@ -556,6 +556,13 @@ static void wipe_secret(void *p)
 void v1_issue_token(struct ts_http_req *req, int status, const char *collection, const char *id,
                     int64_t expires_at, json_t *data, const char *origin)
 {
+    v1_issue_token_meta(req, status, collection, id, expires_at, data, origin, NULL);
+}
+
+void v1_issue_token_meta(struct ts_http_req *req, int status, const char *collection,
+                         const char *id, int64_t expires_at, json_t *data, const char *origin,
+                         json_t *meta)
+{
     struct ts_api *api = ts_http_app(req);
     struct ts_arena *a = ts_http_arena(req);
     char *secret = ts_arena_alloc(a, V1_SECRET_LEN + 1);
@@ -567,6 +574,7 @@ void v1_issue_token(struct ts_http_req *req, int status, const char *collection,
                                 .identity_id = ts_arena_strdup(a, id),
                                 .origin = ts_arena_strdup(a, origin),
                                 .data = data,
+                                .meta = meta,
                                 .created_at = ts_now_us(),
                                 .expires_at = expires_at};
     ts_uuid_v4(row.id);

@@ -317,7 +317,7 @@ void v1_tokens_create(struct ts_http_req *req)
     if (!v1_require(req, &c, V1_ROLE_SERVER))
         return;
     json_t *body = v1_body(req);
-    static const char *const allowed[] = {"identity", "ttl", "data", NULL};
+    static const char *const allowed[] = {"identity", "ttl", "data", "origin", "meta", NULL};
     if (!body || !v1_only(req, body, allowed))
         return;
     const char *coll, *id;
@@ -326,11 +326,28 @@ void v1_tokens_create(struct ts_http_req *req)
     if (!identity_ref(req, json_object_get(body, "identity"), &coll, &id) ||
         !v1_token_expiry(req, body, ts_now_us(), &expires_at) || !small_data(req, body, &data))
         return;
+    /* A service doing its own token exchange (seed 002's pattern) records where the token
+     * came from: origin "exchange" and the caller's metadata (never a secret of theirs). */
+    bool bad = false;
+    const char *origin = api_str(body, "origin", &bad);
+    json_t *meta = json_object_get(body, "meta");
+    char *meta_text = json_is_object(meta) ? json_dumps(meta, JSON_COMPACT) : NULL;
+    size_t meta_len = meta_text ? strlen(meta_text) : 0;
+    free(meta_text);
+    if (bad || (origin && strcmp(origin, "admin") != 0 && strcmp(origin, "exchange") != 0)) {
+        v1_error(req, 400, "invalid_request", "origin must be \"admin\" or \"exchange\"");
+        return;
+    }
+    if ((meta && !json_is_null(meta) && !json_is_object(meta)) || meta_len > MAX_DATA_BYTES) {
+        v1_error(req, 400, "invalid_request", "meta must be an object of at most 4 KiB");
+        return;
+    }
     if (strcmp(coll, "users") == 0 && !ts_uuid_valid(id)) {
         v1_error(req, 404, "not_found", "No such identity");
         return;
     }
-    v1_issue_token(req, 201, coll, id, expires_at, data, "admin");
+    v1_issue_token_meta(req, 201, coll, id, expires_at, data, origin ? origin : "admin",
+                        json_is_object(meta) ? meta : NULL);
 }
 
 static void respond_secret_page(struct ts_http_req *req, struct ts_secret_row **list, size_t n,

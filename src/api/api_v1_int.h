@@ -121,6 +121,10 @@ void v1_secret_new(const char *prefix, char out[V1_SECRET_LEN + 1],
 /* Creates a token for an identity and answers status with {"token":{...,"secret"}}. */
 void v1_issue_token(struct ts_http_req *req, int status, const char *collection, const char *id,
                     int64_t expires_at, json_t *data, const char *origin);
+/* The same with origin metadata (an object, or NULL). */
+void v1_issue_token_meta(struct ts_http_req *req, int status, const char *collection,
+                         const char *id, int64_t expires_at, json_t *data, const char *origin,
+                         json_t *meta);
 /* Answers answer (consumed), which holds a secret: the text is wiped after it is copied out. */
 void v1_respond_secret(struct ts_http_req *req, int status, json_t *answer);
 /* Resolves the ttl member of body for a new token: default, maximum (answers 400). */
