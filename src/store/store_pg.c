@@ -21,9 +21,11 @@
  *   connection when nothing can have been committed (a read, or a transaction that had not
  *   sent COMMIT), so a database restart costs the requests in flight, not one per pooled
  *   connection.
+ * - The native model (collections, documents, indexes, tokens and keys) settles its races
+ *   with the locks described above its operations ("the native model").
  * - Other nodes learn about changes to users and sessions through LISTEN/NOTIFY: every write
- *   store.c bumps the epoch for also runs pg_notify(NOTIFY_CHANNEL, schema) in its
- *   transaction, and poll_external drains a dedicated, non-blocking listener connection.
+ *   store.c or store_docs.c bumps the epoch for also runs pg_notify(NOTIFY_CHANNEL, schema) in
+ *   its transaction, and poll_external drains a dedicated, non-blocking listener connection.
  *   While that connection is down (or not yet up) the store is "blind" (store.h) and
  *   callers' caches never hit.
  * - Durability is the server's (synchronous_commit); options.durable_full changes nothing.
@@ -32,6 +34,7 @@
  * quoted), or log a bound value (data-exception and constraint messages quote values, so
  * only their SQLSTATE and constraint name are logged).
  */
+#include <ctype.h>
 #include <libpq-fe.h>
 #include <poll.h>
 #include <pthread.h>
@@ -145,6 +148,78 @@ static const char *const migrations[] = {
     "  window_end bigint NOT NULL,"
     "  last_allowed boolean NOT NULL"
     ") WITH (fillfactor = 80);",
+    /* 3: the native model (store.h): collections, documents, indexes and their entries,
+     * credentials of documents, and opaque tokens and keys. Names, ids and terms compare
+     * byte by byte (COLLATE "C"), as in SQLite, so that pages ordered by them and the
+     * `> after` positions that continue them agree with the primary keys. Documents and
+     * secrets keep their JSON as text, returned as it was written. */
+    "CREATE TABLE collections("
+    "  name text COLLATE \"C\" PRIMARY KEY,"
+    "  created_at bigint NOT NULL"
+    ");"
+    "CREATE TABLE documents("
+    "  collection text COLLATE \"C\" NOT NULL REFERENCES collections(name) ON DELETE CASCADE,"
+    "  id text COLLATE \"C\" NOT NULL,"
+    "  data text NOT NULL,"
+    "  ts bigint NOT NULL,"
+    "  created_at bigint NOT NULL,"
+    "  expires_at bigint,"
+    "  PRIMARY KEY(collection, id)"
+    ");"
+    "CREATE INDEX documents_expiry ON documents(expires_at) WHERE expires_at IS NOT NULL;"
+    "CREATE TABLE doc_indexes("
+    "  collection text COLLATE \"C\" NOT NULL REFERENCES collections(name) ON DELETE CASCADE,"
+    "  name text COLLATE \"C\" NOT NULL,"
+    "  terms text NOT NULL,"
+    "  is_unique boolean NOT NULL,"
+    "  created_at bigint NOT NULL,"
+    "  PRIMARY KEY(collection, name)"
+    ");"
+    "CREATE TABLE doc_index_entries("
+    "  collection text COLLATE \"C\" NOT NULL,"
+    "  index_name text COLLATE \"C\" NOT NULL,"
+    "  term text COLLATE \"C\" NOT NULL,"
+    "  doc_id text COLLATE \"C\" NOT NULL,"
+    "  is_unique boolean NOT NULL,"
+    "  PRIMARY KEY(collection, index_name, term, doc_id),"
+    "  FOREIGN KEY(collection, doc_id) REFERENCES documents(collection, id) ON DELETE CASCADE,"
+    "  FOREIGN KEY(collection, index_name) REFERENCES doc_indexes(collection, name) "
+    "    ON DELETE CASCADE"
+    ");"
+    /* the unique index is what makes two racing creates (on any nodes) unable to both win */
+    "CREATE UNIQUE INDEX doc_index_unique ON doc_index_entries(collection, index_name, term) "
+    "  WHERE is_unique;"
+    "CREATE INDEX doc_index_entries_doc ON doc_index_entries(collection, doc_id);"
+    "CREATE TABLE doc_credentials("
+    "  collection text COLLATE \"C\" NOT NULL,"
+    "  doc_id text COLLATE \"C\" NOT NULL,"
+    "  strategy text NOT NULL,"
+    "  hash text NOT NULL,"
+    "  created_at bigint NOT NULL,"
+    "  updated_at bigint NOT NULL,"
+    "  PRIMARY KEY(collection, doc_id, strategy),"
+    "  FOREIGN KEY(collection, doc_id) REFERENCES documents(collection, id) ON DELETE CASCADE"
+    ");"
+    "CREATE TABLE tokens("
+    "  id text COLLATE \"C\" PRIMARY KEY,"
+    "  hash bytea NOT NULL UNIQUE,"
+    "  kind text NOT NULL CHECK(kind IN ('token','key')),"
+    "  identity_collection text COLLATE \"C\","
+    "  identity_id text COLLATE \"C\","
+    "  role text,"
+    "  origin text NOT NULL,"
+    "  description text,"
+    "  data text,"
+    "  meta text,"
+    "  created_at bigint NOT NULL,"
+    "  expires_at bigint"
+    ");"
+    "CREATE INDEX tokens_identity ON tokens(identity_collection, identity_id) "
+    "  WHERE identity_id IS NOT NULL;"
+    "CREATE INDEX tokens_expiry ON tokens(expires_at) WHERE expires_at IS NOT NULL;"
+    "CREATE INDEX refresh_tokens_revoked ON refresh_tokens(revoked_at) "
+    "  WHERE revoked_at IS NOT NULL;"
+    "CREATE INDEX sessions_not_after ON sessions(not_after) WHERE not_after IS NOT NULL;",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -175,6 +250,26 @@ static const char *const migrations[] = {
 #define C_BASE "(CASE WHEN " C_EXPIRED " THEN 0 ELSE c.value END)"
 #define C_START "(CASE WHEN " C_EXPIRED " THEN $4::bigint ELSE c.window_start END)"
 #define C_REFUSED "($5::bigint > 0 AND $2::bigint > 0 AND " C_BASE " + $2::bigint > $5::bigint)"
+
+/* The native model. A row of `alias` (documents or tokens) is live at the time in parameter
+ * $n when it never expires or expires after that time. */
+#define LIVE(alias, n) "(" alias ".expires_at IS NULL OR " alias ".expires_at > $" n "::bigint)"
+#define DOC_COLS "d.id, d.data, d.ts, d.created_at, d.expires_at"
+#define TOKEN_COLS                                                                                 \
+    "t.id, t.kind, t.identity_collection, t.identity_id, t.role, t.origin, t.description, "        \
+    "t.data, t.meta, t.created_at, t.expires_at"
+#define TOKEN_NCOLS 11
+#define INDEX_COLS "name, terms, is_unique, created_at"
+#define CRED_COLS "collection, doc_id, strategy, created_at, updated_at"
+/* The users' password credentials from position ($lb, $after) on, ordered by id: uuid order
+ * is the order of their lower-case text, so the primary key serves it; $lb (a uuid at or
+ * below the position) makes the position usable by the index, $after (text) exact. */
+#define CRED_USERS(cond, lb, after, lim)                                                           \
+    "SELECT 'users', p.identity_id::text, p.strategy, p.created_at, p.updated_at "                 \
+    "FROM credentials p WHERE " cond "p.strategy = 'password' AND p.identity_id >= $" lb           \
+    "::uuid AND "                                                                                  \
+    "p.identity_id::text COLLATE \"C\" > $" after "::text ORDER BY p.identity_id LIMIT $" lim      \
+    "::bigint"
 
 #define STMT_TABLE(X)                                                                              \
     X(PING, "SELECT 1")                                                                            \
@@ -274,6 +369,141 @@ static const char *const migrations[] = {
     X(COUNTERS_SWEEP, "WITH b AS (DELETE FROM buckets WHERE full_at < $1::bigint RETURNING 1), "   \
                       "c AS (DELETE FROM counters WHERE window_end < $1::bigint RETURNING 1) "     \
                       "SELECT (SELECT count(*) FROM b) + (SELECT count(*) FROM c)")                \
+    X(COLL_INSERT, "INSERT INTO collections(name, created_at) VALUES($1::text, $2::bigint)")       \
+    X(COLL_GET, "SELECT name, created_at FROM collections WHERE name = $1::text")                  \
+    X(COLL_SHARE, "SELECT 1 FROM collections WHERE name = $1::text FOR SHARE")                     \
+    X(COLL_LOCK, "SELECT 1 FROM collections WHERE name = $1::text FOR NO KEY UPDATE")              \
+    X(COLL_LIST, "SELECT name, created_at FROM collections WHERE name > $1::text ORDER BY name "   \
+                 "LIMIT $2::bigint")                                                               \
+    X(COLL_DELETE, "DELETE FROM collections WHERE name = $1::text")                                \
+    X(TOKENS_DELETE_COLLECTION,                                                                    \
+      "DELETE FROM tokens WHERE identity_collection = $1::text AND identity_id IS NOT NULL")       \
+    X(TOKENS_DELETE_IDENTITY,                                                                      \
+      "DELETE FROM tokens WHERE identity_collection = $1::text AND identity_id = $2::text")        \
+    X(INDEX_INSERT, "INSERT INTO doc_indexes(collection, name, terms, is_unique, created_at) "     \
+                    "VALUES($1::text, $2::text, $3::text, $4::boolean, $5::bigint)")               \
+    X(INDEX_LIST,                                                                                  \
+      "SELECT " INDEX_COLS " FROM doc_indexes WHERE collection = $1::text ORDER BY name")          \
+    X(INDEX_GET, "SELECT " INDEX_COLS " FROM doc_indexes WHERE collection = $1::text AND "         \
+                 "name = $2::text")                                                                \
+    X(INDEX_DELETE, "DELETE FROM doc_indexes WHERE collection = $1::text AND name = $2::text")     \
+    X(INDEXES_OF, "SELECT name, terms, is_unique FROM doc_indexes WHERE collection = $1::text")    \
+    X(INDEX_FILL_PAGE,                                                                             \
+      "SELECT d.id, d.data FROM documents d WHERE d.collection = $1::text AND d.id > $2::text "    \
+      "AND " LIVE("d", "3") " ORDER BY d.id LIMIT $4::bigint FOR KEY SHARE")                       \
+    X(ENTRY_INSERT,                                                                                \
+      "INSERT INTO doc_index_entries(collection, index_name, term, doc_id, is_unique) "            \
+      "VALUES($1::text, $2::text, $3::text, $4::text, $5::boolean)")                               \
+    X(ENTRIES_DELETE_DOC,                                                                          \
+      "DELETE FROM doc_index_entries WHERE collection = $1::text AND doc_id = $2::text")           \
+    X(DOC_DELETE_EXPIRED_TERM,                                                                     \
+      "DELETE FROM documents d USING doc_index_entries e WHERE e.collection = $1::text AND "       \
+      "e.index_name = $2::text AND e.term = $3::text AND e.is_unique AND "                         \
+      "d.collection = e.collection AND d.id = e.doc_id AND d.expires_at <= $4::bigint "            \
+      "RETURNING d.id")                                                                            \
+    X(DOC_LOCK, "SELECT ts, created_at, expires_at FROM documents WHERE collection = $1::text "    \
+                "AND id = $2::text FOR NO KEY UPDATE")                                             \
+    X(DOC_INSERT, "INSERT INTO documents(collection, id, data, ts, expires_at, created_at) "       \
+                  "VALUES($1::text, $2::text, $3::text, $4::bigint, $5::bigint, $6::bigint)")      \
+    X(DOC_UPDATE,                                                                                  \
+      "UPDATE documents SET data = $3::text, ts = $4::bigint, expires_at = $5::bigint "            \
+      "WHERE collection = $1::text AND id = $2::text")                                             \
+    X(DOC_DELETE, "DELETE FROM documents d WHERE d.collection = $1::text AND d.id = $2::text "     \
+                  "RETURNING " LIVE("d", "3"))                                                     \
+    X(DOC_GET, "SELECT " DOC_COLS " FROM documents d WHERE d.collection = $1::text AND "           \
+               "d.id = $2::text AND " LIVE("d", "3"))                                              \
+    X(DOC_LIST, "SELECT " DOC_COLS " FROM documents d WHERE d.collection = $1::text AND "          \
+                "d.id > $2::text AND " LIVE("d", "3") " ORDER BY d.id LIMIT $4::bigint")           \
+    X(DOC_LOOKUP,                                                                                  \
+      "SELECT " DOC_COLS " FROM doc_index_entries e JOIN documents d ON "                          \
+      "d.collection = e.collection AND d.id = e.doc_id WHERE e.collection = $1::text AND "         \
+      "e.index_name = $2::text AND e.term = $3::text AND e.doc_id > $4::text AND " LIVE(           \
+          "d", "5") " ORDER BY e.doc_id LIMIT $6::bigint")                                         \
+    X(INDEX_EXISTS, "SELECT 1 FROM doc_indexes WHERE collection = $1::text AND name = $2::text")   \
+    X(DOC_LIVE_LOCK, "SELECT 1 FROM documents d WHERE d.collection = $1::text AND "                \
+                     "d.id = $2::text AND " LIVE("d", "3") " FOR KEY SHARE")                       \
+    X(USER_LIVE_LOCK, "SELECT 1 FROM identities WHERE id = $1::uuid AND collection = 'users' AND " \
+                      "deleted_at IS NULL FOR KEY SHARE")                                          \
+    X(IDENTITY_COLLECTIONS,                                                                        \
+      "SELECT 'users', 0 WHERE EXISTS(SELECT 1 FROM identities WHERE id = $2::uuid AND "           \
+      "collection = 'users' AND deleted_at IS NULL) UNION ALL SELECT c.name, 1 FROM "              \
+      "collections c WHERE EXISTS(SELECT 1 FROM documents d WHERE d.collection = c.name AND "      \
+      "d.id = $1::text AND " LIVE("d", "3") ") ORDER BY 2, 1")                                     \
+    X(DOC_CRED_GET,                                                                                \
+      "SELECT c.hash FROM documents d JOIN doc_credentials c ON c.collection = d.collection AND "  \
+      "c.doc_id = d.id AND c.strategy = 'password' WHERE d.collection = $1::text AND "             \
+      "d.id = $2::text AND " LIVE("d", "3"))                                                       \
+    X(DOC_CRED_LOCK, "SELECT hash FROM doc_credentials WHERE collection = $1::text AND "           \
+                     "doc_id = $2::text AND strategy = 'password' FOR UPDATE")                     \
+    X(DOC_CRED_UPSERT,                                                                             \
+      "INSERT INTO doc_credentials(collection, doc_id, strategy, hash, created_at, updated_at) "   \
+      "VALUES($1::text, $2::text, 'password', $3::text, $4::bigint, $4::bigint) "                  \
+      "ON CONFLICT(collection, doc_id, strategy) DO UPDATE SET hash = excluded.hash, "             \
+      "updated_at = excluded.updated_at")                                                          \
+    X(DOC_CRED_DELETE, "DELETE FROM doc_credentials WHERE collection = $1::text AND "              \
+                       "doc_id = $2::text AND strategy = 'password'")                              \
+    X(USER_CRED_GET,                                                                               \
+      "SELECT c.hash FROM identities i JOIN credentials c ON c.identity_id = i.id AND "            \
+      "c.strategy = 'password' WHERE i.id = $1::uuid AND i.collection = 'users' AND "              \
+      "i.deleted_at IS NULL")                                                                      \
+    X(PASSWORD_DELETE,                                                                             \
+      "DELETE FROM credentials WHERE identity_id = $1::uuid AND strategy = 'password'")            \
+    X(CRED_LIST,                                                                                   \
+      "SELECT x.* FROM ((SELECT " CRED_COLS " FROM doc_credentials WHERE strategy = 'password' "   \
+      "AND (collection, doc_id) > ($1::text, $2::text) ORDER BY collection, doc_id "               \
+      "LIMIT $6::bigint) UNION ALL (" CRED_USERS(                                                  \
+          "$3::boolean AND ", "4", "5",                                                            \
+          "6") ")) "                                                                               \
+               "AS x(collection, id) ORDER BY x.collection COLLATE \"C\", x.id COLLATE \"C\" "     \
+               "LIMIT $6::bigint")                                                                 \
+    X(CRED_LIST_IN,                                                                                \
+      "SELECT " CRED_COLS " FROM doc_credentials WHERE collection = $1::text AND "                 \
+      "strategy = 'password' AND doc_id > $2::text ORDER BY doc_id LIMIT $3::bigint")              \
+    X(CRED_LIST_USERS, CRED_USERS("", "1", "2", "3"))                                              \
+    X(SECRET_INSERT,                                                                               \
+      "INSERT INTO tokens(id, hash, kind, identity_collection, identity_id, role, origin, "        \
+      "description, data, meta, created_at, expires_at) VALUES($1::text, $2::bytea, $3::text, "    \
+      "$4::text, $5::text, $6::text, $7::text, $8::text, $9::text, $10::text, $11::bigint, "       \
+      "$12::bigint)")                                                                              \
+    X(SECRET_CHECK,                                                                                \
+      "SELECT " TOKEN_COLS ", i.id IS NOT NULL, i.deleted_at, i.banned_until, i.created_at, "      \
+      "d.id IS NOT NULL, d.created_at, d.expires_at FROM tokens t "                                \
+      "LEFT JOIN identities i ON t.identity_collection = 'users' AND i.collection = 'users' AND "  \
+      "i.id = CASE WHEN t.identity_collection = 'users' THEN t.identity_id::uuid END "             \
+      "LEFT JOIN documents d ON t.identity_collection <> 'users' AND "                             \
+      "d.collection = t.identity_collection AND d.id = t.identity_id WHERE t.hash = $1::bytea")    \
+    X(SECRET_GET, "SELECT " TOKEN_COLS " FROM tokens t WHERE t.id = $1::text AND " LIVE("t", "2")) \
+    X(SECRET_LIST,                                                                                 \
+      "SELECT " TOKEN_COLS " FROM tokens t WHERE t.kind = $1::text AND t.id > $2::text AND " LIVE( \
+          "t", "3") " ORDER BY t.id LIMIT $4::bigint")                                             \
+    X(SECRET_LIST_IDENTITY,                                                                        \
+      "SELECT " TOKEN_COLS " FROM tokens t WHERE t.kind = $1::text AND t.id > $2::text AND " LIVE( \
+          "t", "3") " AND t.identity_collection = $5::text AND t.identity_id = $6::text "          \
+                    "ORDER BY t.id LIMIT $4::bigint")                                              \
+    X(SECRET_DELETE, "DELETE FROM tokens WHERE kind = $1::text AND id = $2::text")                 \
+    X(SECRETS_DELETE_IDENTITY,                                                                     \
+      "DELETE FROM tokens WHERE kind = $1::text AND identity_collection = $2::text AND "           \
+      "identity_id = $3::text AND ($4::text IS NULL OR id <> $4::text)")                           \
+    X(SESSION_LIST,                                                                                \
+      "SELECT s.id, s.aal, s.ip, s.user_agent, s.created_at, s.refreshed_at, s.not_after, "        \
+      "n.issued, n.active FROM sessions s CROSS JOIN LATERAL (SELECT count(*) AS issued, "         \
+      "count(*) FILTER (WHERE r.revoked_at IS NULL) AS active FROM refresh_tokens r "              \
+      "WHERE r.session_id = s.id) n WHERE s.identity_id = $1::uuid ORDER BY s.created_at, s.id")   \
+    X(SWEEP_SECRETS,                                                                               \
+      "DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE kind = $1::text AND "           \
+      "expires_at <= $2::bigint LIMIT $3::bigint FOR UPDATE SKIP LOCKED)")                         \
+    X(SWEEP_DOCS,                                                                                  \
+      "WITH d AS (DELETE FROM documents WHERE (collection, id) IN (SELECT collection, id FROM "    \
+      "documents WHERE expires_at <= $1::bigint LIMIT $2::bigint FOR UPDATE SKIP LOCKED) "         \
+      "RETURNING collection, id) SELECT count(*), array_agg(collection), array_agg(id) FROM d")    \
+    X(SWEEP_DOC_TOKENS, "DELETE FROM tokens t USING unnest($1::text[], $2::text[]) AS g(c, i) "    \
+                        "WHERE t.identity_collection = g.c AND t.identity_id = g.i")               \
+    X(SWEEP_SESSIONS,                                                                              \
+      "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE not_after <= $1::bigint "   \
+      "LIMIT $2::bigint FOR UPDATE SKIP LOCKED)")                                                  \
+    X(SWEEP_REFRESH,                                                                               \
+      "DELETE FROM refresh_tokens WHERE hash IN (SELECT hash FROM refresh_tokens WHERE "           \
+      "revoked_at < $1::bigint LIMIT $2::bigint FOR UPDATE SKIP LOCKED)")                          \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(NOTIFY, "SELECT pg_notify('" NOTIFY_CHANNEL "', $1::text)")
 
@@ -824,6 +1054,37 @@ static enum ts_rc one_user(struct op *t, enum stmt_id id, const struct params *p
     return rc;
 }
 
+/* ---- identities of the native model ---- */
+
+static bool is_users(const char *collection)
+{
+    return collection && strcmp(collection, "users") == 0;
+}
+
+/*
+ * The text under which tokens name their identity (tokens.identity_id). A user's id is kept
+ * in the lower-case form PostgreSQL prints for uuids: the users table takes a uuid in either
+ * case, and every spelling of one user must reach the same tokens. Other ids are as given.
+ */
+static const char *identity_text(const char *collection, const char *id,
+                                 char buf[TS_STORE_ID_LEN + 1])
+{
+    if (!is_users(collection) || !ts_uuid_valid(id))
+        return id;
+    for (size_t i = 0; i <= TS_STORE_ID_LEN; i++) /* the terminator included */
+        buf[i] = (char)tolower((unsigned char)id[i]);
+    return buf;
+}
+
+/* Deletes the tokens and keys bound to an identity (id as identity_text gives it). */
+static enum ts_rc delete_identity_secrets(struct op *t, const char *collection, const char *id)
+{
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, id);
+    return run(t, S_TOKENS_DELETE_IDENTITY, &p, NULL);
+}
+
 /* ---- operations ---- */
 
 static void pg_close(struct ts_store *st)
@@ -1157,9 +1418,9 @@ static enum ts_rc pg_user_update(struct ts_store *st, const struct ts_user *u, i
     return rc;
 }
 
-/* Deletes with statement id (one parameter) in a transaction that notifies the other nodes;
- * TS_E_NOT_FOUND when nothing was deleted. */
-static enum ts_rc delete_one(struct op *t, enum stmt_id id, const struct params *p)
+/* Runs the write statement id in a transaction that notifies the other nodes;
+ * TS_E_NOT_FOUND when it changed no row. */
+static enum ts_rc write_one(struct op *t, enum stmt_id id, const struct params *p)
 {
     enum ts_rc rc = tx_begin(t);
     if (rc)
@@ -1173,16 +1434,37 @@ static enum ts_rc delete_one(struct op *t, enum stmt_id id, const struct params 
     return tx_end(t, rc);
 }
 
+/* The user goes with everything bound to it: credentials, sessions and refresh tokens by
+ * cascade, then its /v1 tokens and keys (after the row, as for documents: see
+ * lock_live_identity). */
+static enum ts_rc user_delete(struct op *t, const struct params *p, const char *id_text)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = run(t, S_USER_DELETE, p, &n);
+    if (!rc && n == 0)
+        rc = TS_E_NOT_FOUND;
+    if (!rc)
+        rc = delete_identity_secrets(t, "users", id_text);
+    if (!rc)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
 static enum ts_rc pg_user_delete(struct ts_store *st, const char *id)
 {
     if (!ts_uuid_valid(id))
         return TS_E_NOT_FOUND;
+    char buf[TS_STORE_ID_LEN + 1];
+    const char *id_text = identity_text("users", id, buf);
     struct params p = {0};
     p_text(&p, id);
     struct op t;
     enum ts_rc rc = TS_OK;
     for (op_start(&t, pg(st), false); op_next(&t, &rc);)
-        rc = delete_one(&t, S_USER_DELETE, &p);
+        rc = user_delete(&t, &p, id_text);
     return rc;
 }
 
@@ -1387,7 +1669,7 @@ static enum ts_rc pg_session_delete(struct ts_store *st, const char *session_id)
     struct op t;
     enum ts_rc rc = TS_OK;
     for (op_start(&t, pg(st), false); op_next(&t, &rc);)
-        rc = delete_one(&t, S_SESSION_DELETE, &p);
+        rc = write_one(&t, S_SESSION_DELETE, &p);
     return rc;
 }
 
@@ -1788,6 +2070,1301 @@ static enum ts_rc pg_counters_sweep(struct ts_store *st, int64_t before, int64_t
     return rc;
 }
 
+/* ---- the native model (store.h): collections, documents, indexes ---- */
+
+/*
+ * Races between nodes, and the locks that settle them (READ COMMITTED throughout):
+ * - A document write holds its collection row FOR SHARE; creating or deleting an index
+ *   holds it FOR NO KEY UPDATE. So an index never misses a document written while it is
+ *   being filled, and a write never keeps entries of an index deleted meanwhile: the two
+ *   wait for each other, and each then reads what the other committed.
+ * - Unique terms are decided by the partial unique index doc_index_unique: of two writes
+ *   racing for one term, the second waits for the first and fails with 23505 (conflict).
+ * - Creating a token or key for an identity locks the identity's row FOR KEY SHARE while it
+ *   checks that the identity is live; deleting the identity deletes its row first and its
+ *   tokens after (a new statement, hence a new snapshot). A token inserted in between is
+ *   either seen by that second statement, or its transaction found the row gone.
+ * - The sweeper takes its batches with SKIP LOCKED: nodes sweeping together share the work,
+ *   and rows that requests hold are left for the next batch.
+ */
+
+#define FILL_PAGE 1000 /* documents read per round trip while filling a new index */
+
+/* A JSON value's compact text (NULL for NULL). Jansson fails here only without memory. */
+static char *json_text(const json_t *j)
+{
+    if (!j)
+        return NULL;
+    char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!s)
+        abort();
+    return s;
+}
+
+/* A JSON column, NULL when SQL NULL (or, never expected, not JSON). */
+static json_t *col_json(const PGresult *r, int row, int col)
+{
+    return PQgetisnull(r, row, col) ? NULL : json_loads(PQgetvalue(r, row, col), 0, NULL);
+}
+
+/* DOC_COLS of one row. */
+static struct ts_doc *row_to_doc(const PGresult *r, int row, const char *collection)
+{
+    struct ts_doc *d = ts_xcalloc(1, sizeof(*d));
+    d->collection = ts_xstrdup(collection);
+    d->id = col_dup(r, row, 0);
+    d->data = col_json_object(r, row, 1);
+    d->ts = col_i64(r, row, 2);
+    d->created_at = col_i64(r, row, 3);
+    d->expires_at = col_i64(r, row, 4);
+    return d;
+}
+
+/* INDEX_COLS of one row into out. */
+static void row_to_index(const PGresult *r, int row, struct ts_index_def *out)
+{
+    out->name = col_dup(r, row, 0);
+    out->terms = col_json(r, row, 1);
+    if (!json_is_array(out->terms)) {
+        json_decref(out->terms);
+        out->terms = json_array();
+    }
+    out->unique = col_bool(r, row, 2);
+    out->created_at = col_i64(r, row, 3);
+}
+
+/* Runs a query that must return a row (an existence check, a lock), else TS_E_NOT_FOUND. */
+static enum ts_rc must_exist(struct op *t, enum stmt_id id, const struct params *p)
+{
+    int64_t n = 0;
+    enum ts_rc rc = run(t, id, p, &n);
+    return rc ? rc : n > 0 ? TS_OK : TS_E_NOT_FOUND;
+}
+
+/* ---- collections ---- */
+
+static enum ts_rc pg_collection_create(struct ts_store *st, const char *name, int64_t now)
+{
+    struct params p = {0};
+    p_text(&p, name);
+    p_i64(&p, now);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = write_one(&t, S_COLL_INSERT, &p);
+    return rc;
+}
+
+static enum ts_rc collection_get(struct op *t, const struct params *p,
+                                 struct ts_collection_info *out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_COLL_GET, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) == 0)
+        rc = TS_E_NOT_FOUND;
+    else if (out) {
+        out->name = col_dup(r, 0, 0);
+        out->created_at = col_i64(r, 0, 1);
+    }
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_collection_get(struct ts_store *st, const char *name,
+                                    struct ts_collection_info *out)
+{
+    struct params p = {0};
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = collection_get(&t, &p, out);
+    return rc;
+}
+
+static enum ts_rc collection_list(struct op *t, const struct params *p,
+                                  struct ts_collection_info **out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_COLL_LIST, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_collection_info *list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++) {
+        list[i].name = col_dup(r, i, 0);
+        list[i].created_at = col_i64(r, i, 1);
+    }
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_collection_list(struct ts_store *st, const char *after, int64_t limit,
+                                     struct ts_collection_info **out, size_t *out_n)
+{
+    struct params p = {0};
+    p_text(&p, after ? after : ""); /* every name sorts after "" */
+    p_i64(&p, limit);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = collection_list(&t, &p, out, out_n);
+    return rc;
+}
+
+/* The collection goes first (its documents, indexes, entries and credentials by cascade),
+ * then the tokens and keys bound to its documents. */
+static enum ts_rc collection_delete(struct op *t, const struct params *p)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = run(t, S_COLL_DELETE, p, &n);
+    if (!rc && n == 0)
+        rc = TS_E_NOT_FOUND;
+    if (!rc)
+        rc = run(t, S_TOKENS_DELETE_COLLECTION, p, NULL);
+    if (!rc)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
+static enum ts_rc pg_collection_delete(struct ts_store *st, const char *name)
+{
+    struct params p = {0};
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = collection_delete(&t, &p);
+    return rc;
+}
+
+/* ---- indexes ---- */
+
+/*
+ * Inserts one index entry. Before a unique one, an expired document still holding the term
+ * gives it up: it reads as absent, so it is deleted with everything bound to it (a new
+ * index is filled from live documents only, so index_create skips this).
+ */
+static enum ts_rc insert_entry(struct op *t, const char *collection, const char *index,
+                               const char *term, const char *doc_id, bool unique,
+                               bool clear_expired, int64_t now)
+{
+    enum ts_rc rc = TS_OK;
+    if (unique && clear_expired) {
+        struct params p = {0};
+        p_text(&p, collection);
+        p_text(&p, index);
+        p_text(&p, term);
+        p_i64(&p, now);
+        PGresult *r = q(t, S_DOC_DELETE_EXPIRED_TERM, &p, &rc);
+        if (!r)
+            return rc;
+        for (int i = 0; !rc && i < PQntuples(r); i++)
+            rc = delete_identity_secrets(t, collection, PQgetvalue(r, i, 0));
+        PQclear(r);
+        if (rc)
+            return rc;
+    }
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, index);
+    p_text(&p, term);
+    p_text(&p, doc_id);
+    p_bool(&p, unique);
+    return run(t, S_ENTRY_INSERT, &p, NULL);
+}
+
+/* Fills a new index from the collection's live documents, a page at a time, each page
+ * locked FOR KEY SHARE so that no document can vanish under its entry. */
+static enum ts_rc fill_index(struct op *t, const char *collection, const struct ts_index_def *def,
+                             int64_t now)
+{
+    enum ts_rc rc = TS_OK;
+    char *after = ts_xstrdup("");
+    for (;;) {
+        struct params p = {0};
+        p_text(&p, collection);
+        p_text(&p, after);
+        p_i64(&p, now);
+        p_i64(&p, FILL_PAGE);
+        PGresult *r = q(t, S_INDEX_FILL_PAGE, &p, &rc);
+        if (!r)
+            break;
+        int n = PQntuples(r);
+        for (int i = 0; !rc && i < n; i++) {
+            json_t *data = col_json(r, i, 1);
+            char *key = ts_store_index_key_of(def->terms, data);
+            json_decref(data);
+            if (key)
+                rc = insert_entry(t, collection, def->name, key, PQgetvalue(r, i, 0), def->unique,
+                                  false, now);
+            free(key);
+        }
+        if (n > 0) {
+            free(after);
+            after = col_dup(r, n - 1, 0);
+        }
+        PQclear(r);
+        if (rc || n < FILL_PAGE)
+            break;
+    }
+    free(after);
+    return rc;
+}
+
+static enum ts_rc index_create(struct op *t, const char *collection, const struct ts_index_def *def,
+                               const char *terms, int64_t now)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    struct params p = {0};
+    p_text(&p, collection);
+    rc = must_exist(t, S_COLL_LOCK, &p);
+    if (!rc) {
+        p_text(&p, def->name);
+        p_text(&p, terms);
+        p_bool(&p, def->unique);
+        p_i64(&p, now);
+        rc = run(t, S_INDEX_INSERT, &p, NULL); /* 23505: the name is taken */
+    }
+    if (!rc)
+        rc = fill_index(t, collection, def, now); /* 23505: two documents share a term */
+    if (!rc)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
+static enum ts_rc pg_index_create(struct ts_store *st, const char *collection,
+                                  const struct ts_index_def *def, int64_t now)
+{
+    char *terms = json_text(def->terms);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = index_create(&t, collection, def, terms, now);
+    free(terms);
+    return rc;
+}
+
+static enum ts_rc index_list(struct op *t, const struct params *p, struct ts_index_def **out,
+                             size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_INDEX_LIST, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    if (n == 0) {
+        PQclear(r);
+        rc = must_exist(t, S_COLL_GET, p);
+        if (rc)
+            return rc;
+    }
+    struct ts_index_def *list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        row_to_index(r, i, &list[i]);
+    if (n > 0)
+        PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_index_list(struct ts_store *st, const char *collection,
+                                struct ts_index_def **out, size_t *out_n)
+{
+    struct params p = {0};
+    p_text(&p, collection);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = index_list(&t, &p, out, out_n);
+    return rc;
+}
+
+static enum ts_rc index_get(struct op *t, const struct params *p, struct ts_index_def *out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_INDEX_GET, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) == 0)
+        rc = TS_E_NOT_FOUND;
+    else if (out)
+        row_to_index(r, 0, out);
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_index_get(struct ts_store *st, const char *collection, const char *name,
+                               struct ts_index_def *out)
+{
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = index_get(&t, &p, out);
+    return rc;
+}
+
+/* The entries go by cascade. */
+static enum ts_rc index_delete(struct op *t, const struct params *p)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    struct params cp = {0};
+    p_text(&cp, p->v[0]);
+    rc = must_exist(t, S_COLL_LOCK, &cp);
+    int64_t n = 0;
+    if (!rc)
+        rc = run(t, S_INDEX_DELETE, p, &n);
+    if (!rc && n == 0)
+        rc = TS_E_NOT_FOUND;
+    if (!rc)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
+static enum ts_rc pg_index_delete(struct ts_store *st, const char *collection, const char *name)
+{
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = index_delete(&t, &p);
+    return rc;
+}
+
+/* ---- documents ---- */
+
+/* Deletes a document (its entries and credential by cascade), then the tokens and keys bound
+ * to it. *found: there was one; *live: it was live at now. */
+static enum ts_rc delete_doc(struct op *t, const char *collection, const char *id, int64_t now,
+                             bool *found, bool *live)
+{
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, id);
+    p_i64(&p, now);
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_DOC_DELETE, &p, &rc);
+    if (!r)
+        return rc;
+    *found = PQntuples(r) > 0;
+    *live = *found && col_bool(r, 0, 0);
+    PQclear(r);
+    return *found ? delete_identity_secrets(t, collection, id) : TS_OK;
+}
+
+/* The entries of every index of the collection for the document's new data. */
+static enum ts_rc write_entries(struct op *t, const struct ts_doc_write *w)
+{
+    struct params p = {0};
+    p_text(&p, w->collection);
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_INDEXES_OF, &p, &rc);
+    if (!r)
+        return rc;
+    for (int i = 0; !rc && i < PQntuples(r); i++) {
+        json_t *terms = col_json(r, i, 1);
+        char *key = ts_store_index_key_of(terms, w->data);
+        json_decref(terms);
+        if (key)
+            rc = insert_entry(t, w->collection, PQgetvalue(r, i, 0), key, w->id, col_bool(r, i, 2),
+                              true, w->now);
+        free(key);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/*
+ * One attempt at a document write (store.h). *res receives the stored document's times.
+ * The document's row is locked before it is judged, so that two writes of one id on any
+ * nodes are serialised: a REPLACE compares ts against the latest commit, and of two CREATEs
+ * the second sees the first's document (or its insert fails with 23505).
+ */
+static enum ts_rc doc_write(struct op *t, const struct ts_doc_write *w, const char *data,
+                            struct ts_doc *res)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    struct params p = {0};
+    p_text(&p, w->collection);
+    rc = must_exist(t, S_COLL_SHARE, &p);
+    int64_t ts = w->now, created_at = w->now;
+    bool replace = false, expired = false;
+    PGresult *r = NULL;
+    if (!rc) {
+        p_text(&p, w->id);
+        r = q(t, S_DOC_LOCK, &p, &rc);
+    }
+    if (r) {
+        if (PQntuples(r) > 0) {
+            int64_t old_ts = col_i64(r, 0, 0), exp = col_i64(r, 0, 2);
+            bool live = exp == 0 || exp > w->now;
+            if (old_ts >= ts)
+                ts = old_ts + 1; /* ts grows with every write of this id */
+            if (w->mode == TS_DOC_CREATE) {
+                if (live)
+                    rc = TS_E_CONFLICT;
+                else
+                    expired = true;
+            } else if (!live) {
+                rc = TS_E_NOT_FOUND;
+            } else if (w->expect_ts != 0 && old_ts != w->expect_ts) {
+                rc = TS_E_STALE;
+            } else {
+                replace = true;
+                created_at = col_i64(r, 0, 1);
+            }
+        } else if (w->mode == TS_DOC_REPLACE) {
+            rc = TS_E_NOT_FOUND;
+        }
+        PQclear(r);
+    }
+    if (!rc && expired) {
+        /* Its tokens, keys and credential must not outlive it into the new document. */
+        bool found = false, live = false;
+        rc = delete_doc(t, w->collection, w->id, w->now, &found, &live);
+    }
+    if (!rc) {
+        struct params dp = {0};
+        p_text(&dp, w->collection);
+        p_text(&dp, w->id);
+        p_text(&dp, data);
+        p_i64(&dp, ts);
+        p_time(&dp, w->expires_at);
+        if (replace) {
+            rc = run(t, S_DOC_UPDATE, &dp, NULL);
+            if (!rc)
+                rc = run(t, S_ENTRIES_DELETE_DOC, &p, NULL); /* the old data's entries */
+        } else {
+            p_i64(&dp, created_at);
+            rc = run(t, S_DOC_INSERT, &dp, NULL); /* 23505: created meanwhile */
+        }
+    }
+    if (!rc)
+        rc = write_entries(t, w); /* 23505: a live document holds a unique term */
+    if (!rc && w->password_hash) {
+        struct params cp = {0};
+        p_text(&cp, w->collection);
+        p_text(&cp, w->id);
+        p_text(&cp, w->password_hash);
+        p_i64(&cp, w->now);
+        rc = run(t, S_DOC_CRED_UPSERT, &cp, NULL);
+    }
+    if (!rc)
+        rc = notify(t);
+    rc = tx_end(t, rc);
+    if (!rc) {
+        res->ts = ts;
+        res->created_at = created_at;
+    }
+    return rc;
+}
+
+static enum ts_rc pg_doc_write(struct ts_store *st, const struct ts_doc_write *w,
+                               struct ts_doc **out)
+{
+    char *data = json_text(w->data);
+    struct ts_doc res = {0};
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = doc_write(&t, w, data, &res);
+    free(data);
+    if (!rc && out) {
+        struct ts_doc *d = ts_xcalloc(1, sizeof(*d));
+        d->collection = ts_xstrdup(w->collection);
+        d->id = ts_xstrdup(w->id);
+        d->data = json_deep_copy(w->data);
+        if (!d->data)
+            abort(); /* jansson fails only without memory */
+        d->ts = res.ts;
+        d->created_at = res.created_at;
+        d->expires_at = w->expires_at;
+        *out = d;
+    }
+    return rc;
+}
+
+static enum ts_rc doc_get(struct op *t, const struct params *p, const char *collection,
+                          struct ts_doc **out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_DOC_GET, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) > 0)
+        *out = row_to_doc(r, 0, collection);
+    else
+        rc = TS_E_NOT_FOUND;
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_doc_get(struct ts_store *st, const char *collection, const char *id,
+                             int64_t now, struct ts_doc **out)
+{
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, id);
+    p_i64(&p, now);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = doc_get(&t, &p, collection, out);
+    return rc;
+}
+
+static enum ts_rc doc_delete(struct op *t, const char *collection, const char *id, int64_t now,
+                             bool *live)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    bool found = false;
+    rc = delete_doc(t, collection, id, now, &found, live);
+    if (!rc && found)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
+static enum ts_rc pg_doc_delete(struct ts_store *st, const char *collection, const char *id,
+                                int64_t now)
+{
+    bool live = false;
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = doc_delete(&t, collection, id, now, &live);
+    if (!rc && !live)
+        rc = TS_E_NOT_FOUND; /* absent, or expired (and now deleted) */
+    return rc;
+}
+
+/*
+ * Runs a page query of documents (DOC_COLS). An empty page costs a second round trip, to
+ * tell an empty answer from a missing collection or index (exists_id with ep).
+ */
+static enum ts_rc doc_page(struct op *t, enum stmt_id id, const struct params *p,
+                           enum stmt_id exists_id, const struct params *ep, const char *collection,
+                           struct ts_doc ***out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, id, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    if (n == 0) {
+        PQclear(r);
+        rc = must_exist(t, exists_id, ep);
+        if (rc)
+            return rc;
+    }
+    struct ts_doc **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = row_to_doc(r, i, collection);
+    if (n > 0)
+        PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_doc_list(struct ts_store *st, const char *collection, const char *after,
+                              int64_t limit, int64_t now, struct ts_doc ***out, size_t *out_n)
+{
+    struct params p = {0}, ep = {0};
+    p_text(&p, collection);
+    p_text(&p, after ? after : ""); /* every id sorts after "" */
+    p_i64(&p, now);
+    p_i64(&p, limit);
+    p_text(&ep, collection);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = doc_page(&t, S_DOC_LIST, &p, S_COLL_GET, &ep, collection, out, out_n);
+    return rc;
+}
+
+static enum ts_rc pg_index_lookup(struct ts_store *st, const char *collection, const char *index,
+                                  const char *key, const char *after, int64_t limit, int64_t now,
+                                  struct ts_doc ***out, size_t *out_n)
+{
+    struct params p = {0}, ep = {0};
+    p_text(&p, collection);
+    p_text(&p, index);
+    p_text(&p, key);
+    p_text(&p, after ? after : "");
+    p_i64(&p, now);
+    p_i64(&p, limit);
+    p_text(&ep, collection);
+    p_text(&ep, index);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = doc_page(&t, S_DOC_LOOKUP, &p, S_INDEX_EXISTS, &ep, collection, out, out_n);
+    return rc;
+}
+
+static enum ts_rc identity_collections(struct op *t, const struct params *p, char ***out,
+                                       size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_IDENTITY_COLLECTIONS, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    char **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = col_dup(r, i, 0);
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_identity_collections(struct ts_store *st, const char *id, int64_t now,
+                                          char ***out, size_t *out_n)
+{
+    struct params p = {0};
+    p_text(&p, id);
+    p_text(&p, ts_uuid_valid(id) ? id : NULL); /* no user has an id that is not a uuid */
+    p_i64(&p, now);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = identity_collections(&t, &p, out, out_n);
+    return rc;
+}
+
+/* ---- credentials of any identity ---- */
+
+/*
+ * Checks that the identity is live at now and keeps it so until commit (FOR KEY SHARE: its
+ * deletion waits for us, and then deletes what we bound to it). TS_E_NOT_FOUND otherwise.
+ */
+static enum ts_rc lock_live_identity(struct op *t, const char *collection, const char *id,
+                                     int64_t now)
+{
+    struct params p = {0};
+    if (is_users(collection)) {
+        if (!ts_uuid_valid(id))
+            return TS_E_NOT_FOUND;
+        p_text(&p, id);
+        return must_exist(t, S_USER_LIVE_LOCK, &p);
+    }
+    p_text(&p, collection);
+    p_text(&p, id);
+    p_i64(&p, now);
+    return must_exist(t, S_DOC_LIVE_LOCK, &p);
+}
+
+static enum ts_rc credential_get(struct op *t, const char *collection, const char *id, int64_t now,
+                                 char **out_hash)
+{
+    struct params p = {0};
+    enum stmt_id sid = S_USER_CRED_GET;
+    if (!is_users(collection)) {
+        sid = S_DOC_CRED_GET;
+        p_text(&p, collection);
+    }
+    p_text(&p, id);
+    if (sid == S_DOC_CRED_GET)
+        p_i64(&p, now);
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, sid, &p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) > 0)
+        *out_hash = col_dup(r, 0, 0);
+    else
+        rc = TS_E_NOT_FOUND;
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_credential_get(struct ts_store *st, const char *collection, const char *id,
+                                    int64_t now, char **out_hash)
+{
+    if (is_users(collection) && !ts_uuid_valid(id))
+        return TS_E_NOT_FOUND;
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = credential_get(&t, collection, id, now, out_hash);
+    return rc;
+}
+
+static enum ts_rc credential_set(struct op *t, const char *collection, const char *id,
+                                 const char *hash, const char *expect_old, int64_t now)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    bool users = is_users(collection);
+    rc = lock_live_identity(t, collection, id, now);
+    if (!rc && expect_old) {
+        /* Locked until commit: a concurrent change waits for us, and we for it. */
+        struct params p = {0};
+        if (!users)
+            p_text(&p, collection);
+        p_text(&p, id);
+        PGresult *r = q(t, users ? S_PASSWORD_LOCK : S_DOC_CRED_LOCK, &p, &rc);
+        if (r) {
+            if (PQntuples(r) == 0 || PQgetisnull(r, 0, 0) ||
+                strcmp(PQgetvalue(r, 0, 0), expect_old) != 0)
+                rc = TS_E_CONFLICT;
+            PQclear(r);
+        }
+    }
+    if (!rc && users) {
+        rc = upsert_password(t, id, hash, now);
+    } else if (!rc) {
+        struct params p = {0};
+        p_text(&p, collection);
+        p_text(&p, id);
+        p_text(&p, hash);
+        p_i64(&p, now);
+        rc = run(t, S_DOC_CRED_UPSERT, &p, NULL);
+    }
+    if (!rc)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
+static enum ts_rc pg_credential_set(struct ts_store *st, const char *collection, const char *id,
+                                    const char *hash, const char *expect_old, int64_t now)
+{
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = credential_set(&t, collection, id, hash, expect_old, now);
+    return rc;
+}
+
+/* Deletes the tokens (or keys) of kind bound to an identity but except (may be NULL). */
+static enum ts_rc delete_secrets_of(struct op *t, enum ts_secret_kind kind, const char *collection,
+                                    const char *id_text, const char *except, int64_t *deleted)
+{
+    struct params p = {0};
+    p_text(&p, ts__secret_kind_text(kind));
+    p_text(&p, collection);
+    p_text(&p, id_text);
+    p_text(&p, except);
+    return run(t, S_SECRETS_DELETE_IDENTITY, &p, deleted);
+}
+
+static enum ts_rc credential_delete(struct op *t, const char *collection, const char *id,
+                                    const char *id_text, bool revoke, int64_t *revoked)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    bool users = is_users(collection);
+    struct params p = {0};
+    if (!users)
+        p_text(&p, collection);
+    p_text(&p, id);
+    int64_t n = 0, tokens = 0, sessions = 0;
+    rc = run(t, users ? S_PASSWORD_DELETE : S_DOC_CRED_DELETE, &p, &n);
+    if (!rc && n == 0)
+        rc = TS_E_NOT_FOUND;
+    if (!rc && revoke)
+        rc = delete_secrets_of(t, TS_SECRET_TOKEN, collection, id_text, NULL, &tokens);
+    if (!rc && revoke && users)
+        rc = delete_user_sessions(t, id, NULL, &sessions);
+    if (!rc)
+        rc = notify(t);
+    rc = tx_end(t, rc);
+    if (!rc)
+        *revoked = tokens + sessions;
+    return rc;
+}
+
+static enum ts_rc pg_credential_delete(struct ts_store *st, const char *collection, const char *id,
+                                       bool revoke, int64_t *revoked)
+{
+    if (is_users(collection) && !ts_uuid_valid(id))
+        return TS_E_NOT_FOUND;
+    char buf[TS_STORE_ID_LEN + 1];
+    const char *id_text = identity_text(collection, id, buf);
+    int64_t n = 0;
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = credential_delete(&t, collection, id, id_text, revoke, &n);
+    if (!rc && revoked)
+        *revoked = n;
+    return rc;
+}
+
+static enum ts_rc credential_list(struct op *t, enum stmt_id id, const struct params *p,
+                                  struct ts_credential_info **out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, id, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_credential_info *list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++) {
+        list[i].collection = col_dup(r, i, 0);
+        list[i].id = col_dup(r, i, 1);
+        list[i].strategy = col_dup(r, i, 2);
+        list[i].created_at = col_i64(r, i, 3);
+        list[i].updated_at = col_i64(r, i, 4);
+    }
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+/*
+ * Credentials in (collection, id) order: the documents' from doc_credentials, the users'
+ * from credentials, merged by one statement when no collection is named. Positions are
+ * strict: (after_collection, after_id) itself is never listed again.
+ */
+static enum ts_rc pg_credential_list(struct ts_store *st, const char *collection,
+                                     const char *after_collection, const char *after_id,
+                                     int64_t limit, struct ts_credential_info **out, size_t *out_n)
+{
+    /* Where the users' section starts: after_id when the position is inside it. */
+    int vs_users = after_collection ? strcmp(after_collection, "users") : -1;
+    char lb[TS_STORE_ID_LEN + 1] = "00000000-0000-0000-0000-000000000000";
+    const char *users_after = "";
+    if (vs_users == 0) {
+        users_after = after_id;
+        if (ts_uuid_valid(after_id))
+            (void)identity_text("users", after_id, lb);
+    }
+    struct params p = {0};
+    enum stmt_id id;
+    bool none = false; /* the position is past everything asked for */
+    if (!collection) {
+        id = S_CRED_LIST;
+        p_text(&p, after_collection ? after_collection : "");
+        p_text(&p, after_id ? after_id : "");
+        p_bool(&p, vs_users <= 0);
+        p_text(&p, lb);
+        p_text(&p, users_after);
+    } else if (is_users(collection)) {
+        id = S_CRED_LIST_USERS;
+        none = vs_users > 0;
+        p_text(&p, lb);
+        p_text(&p, users_after);
+    } else {
+        id = S_CRED_LIST_IN;
+        int vs = after_collection ? strcmp(after_collection, collection) : -1;
+        none = vs > 0;
+        p_text(&p, collection);
+        p_text(&p, vs == 0 ? after_id : "");
+    }
+    p_i64(&p, limit);
+    if (none) {
+        *out = ts_xcalloc(1, sizeof(**out));
+        *out_n = 0;
+        return TS_OK;
+    }
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = credential_list(&t, id, &p, out, out_n);
+    return rc;
+}
+
+/* ---- opaque secrets: tokens and keys ---- */
+
+/* TOKEN_COLS of one row. */
+static struct ts_secret_row *row_to_secret(const PGresult *r, int row)
+{
+    struct ts_secret_row *s = ts_xcalloc(1, sizeof(*s));
+    snprintf(s->id, sizeof(s->id), "%s", PQgetvalue(r, row, 0));
+    s->kind = ts__secret_kind_from_text(PQgetvalue(r, row, 1));
+    s->identity_collection = col_dup(r, row, 2);
+    s->identity_id = col_dup(r, row, 3);
+    s->role = col_dup(r, row, 4);
+    s->origin = col_dup(r, row, 5);
+    s->description = col_dup(r, row, 6);
+    s->data = col_json(r, row, 7);
+    s->meta = col_json(r, row, 8);
+    s->created_at = col_i64(r, row, 9);
+    s->expires_at = col_i64(r, row, 10);
+    return s;
+}
+
+/* A secret bound to an identity is inserted under the identity's lock (lock_live_identity);
+ * one bound to nothing is one statement. No notification: a new secret changes no answer
+ * that any node may have cached. */
+static enum ts_rc secret_create(struct op *t, const struct ts_secret_row *row, const char *id_text,
+                                const struct params *p, int64_t now)
+{
+    bool bound = row->identity_collection != NULL;
+    enum ts_rc rc = TS_OK;
+    if (bound) {
+        rc = tx_begin(t);
+        if (rc)
+            return rc;
+        rc = lock_live_identity(t, row->identity_collection, id_text, now);
+    }
+    if (!rc)
+        rc = run(t, S_SECRET_INSERT, p, NULL);
+    return bound ? tx_end(t, rc) : rc;
+}
+
+static enum ts_rc pg_secret_create(struct ts_store *st, const struct ts_secret_row *row,
+                                   const uint8_t hash[TS_SECRET_HASH_LEN], int64_t now)
+{
+    char buf[TS_STORE_ID_LEN + 1];
+    const char *id_text = identity_text(row->identity_collection, row->identity_id, buf);
+    char *data = json_text(row->data);
+    char *meta = json_text(row->meta);
+    struct params p = {0};
+    p_text(&p, row->id);
+    p_bytes(&p, hash, TS_SECRET_HASH_LEN);
+    p_text(&p, ts__secret_kind_text(row->kind));
+    p_text(&p, row->identity_collection);
+    p_text(&p, id_text);
+    p_text(&p, row->role);
+    p_text(&p, row->origin);
+    p_text(&p, row->description);
+    p_text(&p, data);
+    p_text(&p, meta);
+    p_i64(&p, row->created_at ? row->created_at : now);
+    p_time(&p, row->expires_at);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = secret_create(&t, row, id_text, &p, now);
+    free(data);
+    free(meta);
+    return rc;
+}
+
+/* SECRET_CHECK's columns after TOKEN_COLS: what it found of the token's identity. */
+enum {
+    CK_USER = TOKEN_NCOLS, /* a users row with that id exists */
+    CK_USER_DELETED,
+    CK_USER_BANNED,
+    CK_USER_CREATED,
+    CK_DOC, /* the document exists (live or not) */
+    CK_DOC_CREATED,
+    CK_DOC_EXPIRES,
+};
+
+/* Judges SECRET_CHECK's row at now (store.h, ts_store_secret_check, in its order). */
+static enum ts_secret_state secret_state(const PGresult *r, int64_t now, int64_t *valid_until)
+{
+    int64_t created = col_i64(r, 0, 9), expires = col_i64(r, 0, 10);
+    if (expires != 0 && expires <= now)
+        return TS_SECRET_EXPIRED;
+    int64_t until = expires != 0 ? expires : INT64_MAX;
+    if (!PQgetisnull(r, 0, 2)) {
+        bool live;
+        if (is_users(PQgetvalue(r, 0, 2))) {
+            int64_t banned = col_i64(r, 0, CK_USER_BANNED);
+            live = col_bool(r, 0, CK_USER) && PQgetisnull(r, 0, CK_USER_DELETED) &&
+                   (banned == 0 || banned <= now) && col_i64(r, 0, CK_USER_CREATED) <= created;
+        } else {
+            int64_t doc_expires = col_i64(r, 0, CK_DOC_EXPIRES);
+            /* A document re-created after the secret is another identity: never revived. */
+            live = col_bool(r, 0, CK_DOC) && (doc_expires == 0 || doc_expires > now) &&
+                   col_i64(r, 0, CK_DOC_CREATED) <= created;
+            if (live && doc_expires != 0 && doc_expires < until)
+                until = doc_expires;
+        }
+        if (!live)
+            return TS_SECRET_IDENTITY_GONE;
+    }
+    *valid_until = until;
+    return TS_SECRET_LIVE;
+}
+
+/* One round trip: the token with what its identity looks like. */
+static enum ts_rc secret_check(struct op *t, const struct params *p, int64_t now,
+                               enum ts_secret_state *state, struct ts_secret_row **out,
+                               int64_t *valid_until)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_SECRET_CHECK, p, &rc);
+    if (!r)
+        return rc;
+    int64_t until = 0;
+    enum ts_secret_state s = PQntuples(r) == 0 ? TS_SECRET_UNKNOWN : secret_state(r, now, &until);
+    *state = s;
+    if (valid_until)
+        *valid_until = s == TS_SECRET_LIVE ? until : 0;
+    if (out)
+        *out = s == TS_SECRET_LIVE ? row_to_secret(r, 0) : NULL;
+    PQclear(r);
+    return TS_OK;
+}
+
+static enum ts_rc pg_secret_check(struct ts_store *st, const uint8_t hash[TS_SECRET_HASH_LEN],
+                                  int64_t now, enum ts_secret_state *state,
+                                  struct ts_secret_row **out, int64_t *valid_until)
+{
+    struct params p = {0};
+    p_bytes(&p, hash, TS_SECRET_HASH_LEN);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = secret_check(&t, &p, now, state, out, valid_until);
+    return rc;
+}
+
+static enum ts_rc secret_get(struct op *t, const struct params *p, struct ts_secret_row **out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_SECRET_GET, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) > 0)
+        *out = row_to_secret(r, 0);
+    else
+        rc = TS_E_NOT_FOUND;
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_secret_get(struct ts_store *st, const char *id, int64_t now,
+                                struct ts_secret_row **out)
+{
+    struct params p = {0};
+    p_text(&p, id);
+    p_i64(&p, now);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = secret_get(&t, &p, out);
+    return rc;
+}
+
+static enum ts_rc secret_list(struct op *t, enum stmt_id id, const struct params *p,
+                              struct ts_secret_row ***out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, id, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_secret_row **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = row_to_secret(r, i);
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_secret_list(struct ts_store *st, const struct ts_secret_filter *f,
+                                 struct ts_secret_row ***out, size_t *out_n)
+{
+    char buf[TS_STORE_ID_LEN + 1];
+    struct params p = {0};
+    p_text(&p, ts__secret_kind_text(f->kind));
+    p_text(&p, f->after ? f->after : ""); /* every id sorts after "" */
+    p_i64(&p, f->now);
+    p_i64(&p, f->limit);
+    enum stmt_id id = S_SECRET_LIST;
+    if (f->identity_collection) {
+        id = S_SECRET_LIST_IDENTITY;
+        p_text(&p, f->identity_collection);
+        p_text(&p, identity_text(f->identity_collection, f->identity_id, buf));
+    }
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = secret_list(&t, id, &p, out, out_n);
+    return rc;
+}
+
+static enum ts_rc pg_secret_delete(struct ts_store *st, enum ts_secret_kind kind, const char *id)
+{
+    struct params p = {0};
+    p_text(&p, ts__secret_kind_text(kind));
+    p_text(&p, id);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = write_one(&t, S_SECRET_DELETE, &p);
+    return rc;
+}
+
+static enum ts_rc secrets_delete_for_identity(struct op *t, enum ts_secret_kind kind,
+                                              const char *collection, const char *id_text,
+                                              const char *except, int64_t *deleted)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = delete_secrets_of(t, kind, collection, id_text, except, &n);
+    if (!rc && n > 0)
+        rc = notify(t);
+    rc = tx_end(t, rc);
+    if (!rc)
+        *deleted = n;
+    return rc;
+}
+
+static enum ts_rc pg_secrets_delete_for_identity(struct ts_store *st, enum ts_secret_kind kind,
+                                                 const char *collection, const char *id,
+                                                 const char *except_id, int64_t *deleted)
+{
+    char buf[TS_STORE_ID_LEN + 1];
+    const char *id_text = identity_text(collection, id, buf);
+    int64_t n = 0;
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = secrets_delete_for_identity(&t, kind, collection, id_text, except_id, &n);
+    if (!rc && deleted)
+        *deleted = n;
+    return rc;
+}
+
+/* ---- the sessions ledger ---- */
+
+static enum ts_rc session_list(struct op *t, const struct params *p, struct ts_session_info **out,
+                               size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_SESSION_LIST, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_session_info *list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++) {
+        snprintf(list[i].id, sizeof(list[i].id), "%s", PQgetvalue(r, i, 0));
+        list[i].aal = col_dup(r, i, 1);
+        list[i].ip = col_dup(r, i, 2);
+        list[i].user_agent = col_dup(r, i, 3);
+        list[i].created_at = col_i64(r, i, 4);
+        list[i].refreshed_at = col_i64(r, i, 5);
+        list[i].not_after = col_i64(r, i, 6);
+        list[i].refresh_tokens = col_i64(r, i, 7);
+        list[i].refresh_tokens_active = col_i64(r, i, 8);
+    }
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_session_list(struct ts_store *st, const char *user_id,
+                                  struct ts_session_info **out, size_t *out_n)
+{
+    if (!ts_uuid_valid(user_id)) { /* no such user, so no sessions */
+        *out = ts_xcalloc(1, sizeof(**out));
+        *out_n = 0;
+        return TS_OK;
+    }
+    struct params p = {0};
+    p_text(&p, user_id);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = session_list(&t, &p, out, out_n);
+    return rc;
+}
+
+/* ---- the sweeper ---- */
+
+/* One kind's batch: a short transaction that notifies when it deleted anything. */
+static enum ts_rc sweep_batch(struct op *t, enum stmt_id id, const struct params *p,
+                              int64_t *deleted)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = run(t, id, p, &n);
+    if (!rc && n > 0)
+        rc = notify(t);
+    rc = tx_end(t, rc);
+    if (!rc)
+        *deleted = n;
+    return rc;
+}
+
+/* Expired documents: the batch is deleted first (locking it), then, by a second statement
+ * that sees every token committed meanwhile, the tokens and keys bound to it, named by the
+ * arrays of collections and ids the first statement returned. */
+static enum ts_rc sweep_docs(struct op *t, const struct params *p, int64_t *deleted)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    PGresult *r = q(t, S_SWEEP_DOCS, p, &rc);
+    if (r) {
+        n = col_i64(r, 0, 0);
+        if (n > 0) {
+            struct params tp = {0};
+            p_text(&tp, PQgetvalue(r, 0, 1));
+            p_text(&tp, PQgetvalue(r, 0, 2));
+            rc = run(t, S_SWEEP_DOC_TOKENS, &tp, NULL);
+        }
+        PQclear(r);
+    }
+    if (!rc && n > 0)
+        rc = notify(t);
+    rc = tx_end(t, rc);
+    if (!rc)
+        *deleted = n;
+    return rc;
+}
+
+/* Runs one kind's batch: statement id with (kind if not NULL, time, batch). */
+static enum ts_rc sweep_kind(struct pg_store *s, enum stmt_id id, const char *kind, int64_t time,
+                             int64_t batch, int64_t *deleted)
+{
+    struct params p = {0};
+    if (kind)
+        p_text(&p, kind);
+    p_i64(&p, time);
+    p_i64(&p, batch);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, s, false); op_next(&t, &rc);)
+        rc = id == S_SWEEP_DOCS ? sweep_docs(&t, &p, deleted) : sweep_batch(&t, id, &p, deleted);
+    return rc;
+}
+
+static enum ts_rc pg_sweep(struct ts_store *st, int64_t now, int64_t refresh_before, int64_t batch,
+                           struct ts_sweep_counts *out)
+{
+    struct pg_store *s = pg(st);
+    enum ts_rc rc = sweep_kind(s, S_SWEEP_SECRETS, "token", now, batch, &out->tokens);
+    if (!rc)
+        rc = sweep_kind(s, S_SWEEP_SECRETS, "key", now, batch, &out->keys);
+    if (!rc)
+        rc = sweep_kind(s, S_SWEEP_DOCS, NULL, now, batch, &out->documents);
+    if (!rc)
+        rc = sweep_kind(s, S_SWEEP_SESSIONS, NULL, now, batch, &out->sessions);
+    if (!rc)
+        rc = sweep_kind(s, S_SWEEP_REFRESH, NULL, refresh_before, batch, &out->refresh_tokens);
+    return rc;
+}
+
 /* ---- change notifications from other nodes ---- */
 
 /* The listener is down: close it, try again in LISTEN_RETRY_US, and stop trusting caches. */
@@ -1940,6 +3517,32 @@ static const struct ts_store_ops pg_ops = {
     .counter_read = pg_counter_read,
     .counter_reset = pg_counter_reset,
     .counters_sweep = pg_counters_sweep,
+    .collection_create = pg_collection_create,
+    .collection_get = pg_collection_get,
+    .collection_list = pg_collection_list,
+    .collection_delete = pg_collection_delete,
+    .index_create = pg_index_create,
+    .index_list = pg_index_list,
+    .index_get = pg_index_get,
+    .index_delete = pg_index_delete,
+    .doc_write = pg_doc_write,
+    .doc_get = pg_doc_get,
+    .doc_delete = pg_doc_delete,
+    .doc_list = pg_doc_list,
+    .index_lookup = pg_index_lookup,
+    .identity_collections = pg_identity_collections,
+    .credential_get = pg_credential_get,
+    .credential_set = pg_credential_set,
+    .credential_delete = pg_credential_delete,
+    .credential_list = pg_credential_list,
+    .secret_create = pg_secret_create,
+    .secret_check = pg_secret_check,
+    .secret_get = pg_secret_get,
+    .secret_list = pg_secret_list,
+    .secret_delete = pg_secret_delete,
+    .secrets_delete_for_identity = pg_secrets_delete_for_identity,
+    .session_list = pg_session_list,
+    .sweep = pg_sweep,
 };
 
 /* ^[a-z_][a-z0-9_]{0,62}$: a name PostgreSQL takes as is, quoted or not. */
