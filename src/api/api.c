@@ -813,6 +813,11 @@ static bool before(struct ts_http_req *req)
         ts_http_respond(req, 204, NULL, "", 0);
         return true;
     }
+    /* /auth/v1 is GoTrue's path; the native API lives at /v1 only */
+    if (ts_http_prefixed(req) && v1_path(req)) {
+        api_error(req, ERR_NOT_FOUND, NULL);
+        return true;
+    }
     return false;
 }
 

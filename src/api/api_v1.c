@@ -419,7 +419,8 @@ bool v1_name_ok(const char *s)
 
 bool v1_doc_id_ok(const char *s)
 {
-    if (!s || !*s)
+    /* "." and ".." are path segments every URL library rewrites: they could not be reached */
+    if (!s || !*s || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
         return false;
     size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-");
     return s[n] == '\0' && n <= TS_STORE_DOC_ID_MAX;

@@ -244,16 +244,29 @@ void v1_identify(struct ts_http_req *req)
 
 /* ---- logout ---- */
 
+/* /v1/me, /v1/me/sessions and /v1/logout: every caller but anonymous ones and client keys
+ * (which may only log in). */
+static bool require_me(struct ts_http_req *req, struct v1_caller *c)
+{
+    if (!v1_caller(req, c))
+        return false;
+    if (c->kind == V1_ANONYMOUS) {
+        v1_unauthorized(req, "a credential is required");
+        return false;
+    }
+    if (c->kind == V1_KEY && c->role == V1_ROLE_NONE && !c->has_identity) {
+        v1_forbidden(req);
+        return false;
+    }
+    return true;
+}
+
 void v1_logout(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_caller(req, &c))
+    if (!require_me(req, &c))
         return;
-    if (c.kind == V1_ANONYMOUS) {
-        v1_unauthorized(req, "a credential is required");
-        return;
-    }
     size_t len;
     ts_http_body(req, &len);
     bool all = false;
@@ -617,12 +630,8 @@ void v1_me(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_caller(req, &c))
+    if (!require_me(req, &c))
         return;
-    if (c.kind == V1_ANONYMOUS) {
-        v1_unauthorized(req, "a credential is required");
-        return;
-    }
     /* The answer changes only when something is written (the epoch moves): served from the
      * cache of checked secrets, a token check costs no database read at all. */
     bool cacheable = c.kind == V1_TOKEN || c.kind == V1_KEY;
@@ -777,10 +786,31 @@ static void ledger_delete(struct ts_http_req *req, const char *coll, const char 
 
 void v1_me_sessions(struct ts_http_req *req)
 {
+    struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require_identity(req, &c))
+    if (!require_me(req, &c))
         return;
-    respond_ledger(req, c.identity_collection, c.identity_id, &c);
+    if (c.has_identity) {
+        respond_ledger(req, c.identity_collection, c.identity_id, &c);
+        return;
+    }
+    /* a key of no identity (or the service_role JWT): only itself */
+    json_t *keys = json_array();
+    if (c.kind == V1_KEY) {
+        struct ts_secret_row *r = NULL;
+        enum ts_rc rc = ts_store_secret_get(api->store, c.secret_id, ts_now_us(), &r);
+        if (rc) {
+            json_decref(keys);
+            v1_fail(req, rc, "key get");
+            return;
+        }
+        json_t *k = v1_secret_json(r);
+        json_object_set_new(k, "current", json_true());
+        json_array_append_new(keys, k);
+        ts_secret_row_free(r);
+    }
+    api_json(req, 200,
+             json_pack("{s:n, s:[], s:[], s:o}", "identity", "sessions", "tokens", "keys", keys));
 }
 
 void v1_me_session_delete(struct ts_http_req *req)

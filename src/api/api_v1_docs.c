@@ -40,14 +40,25 @@ void v1_collections_list(struct ts_http_req *req)
         v1_fail(req, rc, "collection list");
         return;
     }
+    /* the built-in "users" takes its place in name order, like any collection */
+    bool users_due = !after || strcmp("users", after) > 0;
     json_t *data = json_array();
-    if (!after)
-        json_array_append_new(data, json_pack("{s:s, s:b}", "name", "users", "builtin", 1));
-    for (size_t i = 0; i < n; i++)
-        json_array_append_new(data, collection_json(&list[i]));
+    const char *last = NULL;
+    size_t i = 0;
+    while ((int64_t)json_array_size(data) < size && (i < n || users_due)) {
+        if (users_due && (i == n || strcmp("users", list[i].name) < 0)) {
+            json_array_append_new(data, json_pack("{s:s, s:b}", "name", "users", "builtin", 1));
+            last = "users";
+            users_due = false;
+        } else {
+            json_array_append_new(data, collection_json(&list[i]));
+            last = list[i].name;
+            i++;
+        }
+    }
     json_t *answer = json_pack("{s:o}", "data", data);
-    if (n == (size_t)size)
-        json_object_set_new(answer, "after", json_string(list[n - 1].name));
+    if ((int64_t)json_array_size(data) == size && last)
+        json_object_set_new(answer, "after", json_string(last));
     ts_collection_infos_free(list, n);
     api_json(req, 200, answer);
 }
@@ -197,20 +208,18 @@ static void respond_doc_page(struct ts_http_req *req, struct ts_doc **list, size
     api_json(req, 200, answer);
 }
 
-/* users listed as documents: the cursor is an offset in creation order. */
+/* users listed as documents, by id like every collection's. */
 static void list_users(struct ts_http_req *req, int64_t size)
 {
     struct ts_api *api = ts_http_app(req);
     const char *after = ts_http_query(req, "after");
-    int64_t offset = 0;
-    if (after && ts_parse_i64(after, 0, INT64_MAX / 2, &offset) != TS_OK) {
+    if (after && !ts_uuid_valid(after)) {
         v1_error(req, 400, "invalid_request", "Bad cursor");
         return;
     }
     struct ts_user **users = NULL;
     size_t n = 0;
-    int64_t total = 0;
-    enum ts_rc rc = ts_store_user_list(api->store, offset, size, NULL, &users, &n, &total);
+    enum ts_rc rc = ts_store_user_page(api->store, after, size, &users, &n);
     if (rc) {
         v1_fail(req, rc, "user list");
         return;
@@ -219,11 +228,8 @@ static void list_users(struct ts_http_req *req, int64_t size)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(data, v1_user_doc_json(users[i]));
     json_t *answer = json_pack("{s:o}", "data", data);
-    if (offset + (int64_t)n < total) {
-        char next[32];
-        snprintf(next, sizeof(next), "%lld", (long long)(offset + (int64_t)n));
-        json_object_set_new(answer, "after", json_string(next));
-    }
+    if (n == (size_t)size)
+        json_object_set_new(answer, "after", json_string(users[n - 1]->id));
     ts_user_list_free(users, n);
     api_json(req, 200, answer);
 }

@@ -82,6 +82,8 @@ enum ts_http_method ts_http_method(const struct ts_http_req *req);
 const char *ts_http_method_name(const struct ts_http_req *req);
 /* The path with the prefix (if any) removed, percent-decoded. */
 const char *ts_http_path(const struct ts_http_req *req);
+/* True when the URL began with the prefix (which ts_http_path has removed). */
+bool ts_http_prefixed(const struct ts_http_req *req);
 /* The route pattern that matched ("/admin/users/{id}"), or "-" when none did. */
 const char *ts_http_route_name(const struct ts_http_req *req);
 /* A path parameter of the matched route, or NULL. */

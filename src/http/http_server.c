@@ -149,8 +149,10 @@ static struct ts_http_req *req_new(struct ts_http_server *srv, struct MHD_Connec
     req->method_name = ts_arena_strdup(&req->arena, method);
     const char *path = url;
     size_t plen = srv->prefix_len;
-    if (plen && strncmp(path, srv->opt.prefix, plen) == 0 && (path[plen] == '/' || !path[plen]))
+    if (plen && strncmp(path, srv->opt.prefix, plen) == 0 && (path[plen] == '/' || !path[plen])) {
         path += plen;
+        req->prefixed = true;
+    }
     req->path = ts_arena_strdup(&req->arena, *path ? path : "/");
     ts_buf_init(&req->body, srv->opt.max_body);
     uint64_t id = atomic_fetch_add(&srv->next_id, 1);
@@ -519,6 +521,11 @@ static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const c
         q->n++;
     }
     return MHD_YES;
+}
+
+bool ts_http_prefixed(const struct ts_http_req *req)
+{
+    return req->prefixed;
 }
 
 size_t ts_http_query_all(struct ts_http_req *req, const char *name, const char **out, size_t max)

@@ -118,6 +118,10 @@ TS_NODISCARD enum ts_rc ts_store_user_list(struct ts_store *st, int64_t offset, 
                                            const char *filter, struct ts_user ***out, size_t *out_n,
                                            int64_t *total);
 void ts_user_list_free(struct ts_user **list, size_t n);
+/* Users that are not soft-deleted, ordered by id, ids after `after` (NULL: from the start; else
+ * a UUID, TS_E_INVALID otherwise), at most limit (1..1000): the users collection's pages. */
+TS_NODISCARD enum ts_rc ts_store_user_page(struct ts_store *st, const char *after, int64_t limit,
+                                           struct ts_user ***out, size_t *out_n);
 
 /* ---- password credentials ---- */
 TS_NODISCARD enum ts_rc ts_store_password_get(struct ts_store *st, const char *user_id,

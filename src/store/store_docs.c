@@ -370,6 +370,14 @@ enum ts_rc ts_store_index_lookup(struct ts_store *st, const char *collection, co
     return st->ops->index_lookup(st, collection, index, key, after, limit, now, out, out_n);
 }
 
+enum ts_rc ts_store_user_page(struct ts_store *st, const char *after, int64_t limit,
+                              struct ts_user ***out, size_t *out_n)
+{
+    if (!limit_ok(limit) || (after && !ts_uuid_valid(after)))
+        return TS_E_INVALID;
+    return st->ops->user_page(st, after, limit, out, out_n);
+}
+
 enum ts_rc ts_store_identity_collections(struct ts_store *st, const char *id, int64_t now,
                                          char ***out, size_t *out_n)
 {

@@ -31,6 +31,8 @@ struct ts_store_ops {
     enum ts_rc (*user_delete)(struct ts_store *st, const char *id);
     enum ts_rc (*user_list)(struct ts_store *st, int64_t offset, int64_t limit, const char *filter,
                             struct ts_user ***out, size_t *out_n, int64_t *total);
+    enum ts_rc (*user_page)(struct ts_store *st, const char *after, int64_t limit,
+                            struct ts_user ***out, size_t *out_n);
     enum ts_rc (*password_get)(struct ts_store *st, const char *user_id, char **out_hash);
     enum ts_rc (*password_set)(struct ts_store *st, const char *user_id, const char *hash,
                                const char *expect_old, bool revoke, const char *keep_session,

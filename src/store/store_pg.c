@@ -300,6 +300,8 @@ static const char *const migrations[] = {
     X(USER_LIST,                                                                                   \
       "SELECT " USER_COLS " FROM identities i WHERE i.collection = 'users' AND " EMAIL_FILTER      \
       " ORDER BY i.created_at, i.id LIMIT $2::bigint OFFSET $3::bigint")                           \
+    X(USER_PAGE, "SELECT " USER_COLS " FROM identities i WHERE i.collection = 'users' AND "        \
+                 "i.deleted_at IS NULL AND i.id > $1::uuid ORDER BY i.id LIMIT $2::bigint")        \
     X(USER_COUNT,                                                                                  \
       "SELECT count(*) FROM identities i WHERE i.collection = 'users' AND " EMAIL_FILTER)          \
     X(USER_TOUCH_SIGN_IN,                                                                          \
@@ -1494,6 +1496,38 @@ static enum ts_rc user_list(struct op *t, int64_t offset, int64_t limit, const c
     *out_n = n;
     *total = count;
     return TS_OK;
+}
+
+static enum ts_rc user_page(struct op *t, const struct params *p, int64_t limit,
+                            struct ts_user ***out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_USER_PAGE, p, &rc);
+    if (!r)
+        return rc;
+    int rows = PQntuples(r);
+    size_t n = rows > 0 && (int64_t)rows <= limit ? (size_t)rows : 0;
+    struct ts_user **list = ts_xcalloc(n ? n : 1, sizeof(*list));
+    for (size_t i = 0; i < n; i++)
+        list[i] = row_to_user(r, (int)i);
+    PQclear(r);
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_user_page(struct ts_store *st, const char *after, int64_t limit,
+                               struct ts_user ***out, size_t *out_n)
+{
+    struct params p = {0};
+    /* the nil UUID sorts before every id a user can have */
+    p_text(&p, after ? after : "00000000-0000-0000-0000-000000000000");
+    p_i64(&p, limit);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = user_page(&t, &p, limit, out, out_n);
+    return rc;
 }
 
 static enum ts_rc pg_user_list(struct ts_store *st, int64_t offset, int64_t limit,
@@ -3500,6 +3534,7 @@ static const struct ts_store_ops pg_ops = {
     .user_update = pg_user_update,
     .user_delete = pg_user_delete,
     .user_list = pg_user_list,
+    .user_page = pg_user_page,
     .password_get = pg_password_get,
     .password_set = pg_password_set,
     .session_create = pg_session_create,

@@ -232,6 +232,8 @@ static const char *const migrations[] = {
       "SELECT " USER_COLS " FROM identities i WHERE i.collection = 'users' AND "                   \
       "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0) ORDER BY i.created_at, i.id "          \
       "LIMIT ?2 OFFSET ?3")                                                                        \
+    X(USER_PAGE, "SELECT " USER_COLS " FROM identities i WHERE i.collection = 'users' AND "        \
+                 "i.deleted_at IS NULL AND i.id > ?1 ORDER BY i.id LIMIT ?2")                      \
     X(USER_COUNT, "SELECT count(*) FROM identities i WHERE i.collection = 'users' AND "            \
                   "(?1 IS NULL OR instr(lower(i.email), lower(?1)) > 0)")                          \
     X(USER_TOUCH_SIGN_IN, "UPDATE identities SET last_sign_in_at = ?2 WHERE id = ?1")              \
@@ -1043,6 +1045,43 @@ static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
     }
     release(s, c);
     return rc;
+}
+
+static enum ts_rc sq_user_page(struct ts_store *st, const char *after, int64_t limit,
+                               struct ts_user ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_user **list = ts_xcalloc((size_t)limit, sizeof(*list));
+    size_t n = 0;
+    sqlite3_stmt *q = stmt(c, S_USER_PAGE);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        /* ids are stored lower-case; "" sorts before every one */
+        char low[TS_STORE_ID_LEN + 1] = "";
+        for (size_t i = 0; after && after[i] && i < TS_STORE_ID_LEN; i++)
+            low[i] = (char)(after[i] >= 'A' && after[i] <= 'F' ? after[i] + 32 : after[i]);
+        bind_text(q, 1, low);
+        sqlite3_bind_int64(q, 2, limit);
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW && n < (size_t)limit)
+            list[n++] = row_to_user(q);
+        if (r != SQLITE_ROW && r != SQLITE_DONE)
+            rc = map_rc(c, r, "user page");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_user_list_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
 }
 
 static enum ts_rc sq_user_list(struct ts_store *st, int64_t offset, int64_t limit,
@@ -3010,6 +3049,7 @@ static const struct ts_store_ops sqlite_ops = {
     .user_update = sq_user_update,
     .user_delete = sq_user_delete,
     .user_list = sq_user_list,
+    .user_page = sq_user_page,
     .password_get = sq_password_get,
     .password_set = sq_password_set,
     .session_create = sq_session_create,
