@@ -14,8 +14,8 @@ struct ts_api {
     struct ts_store *store;
     struct ts_keyring *keyring;
     struct ts_hashpool *pool;
-    char **admin_roles;                /* split JWT_ADMIN_ROLES, NULL-terminated */
-    struct api_user_cache *user_cache; /* GET /user answers by session (api_cache.c) */
+    char **admin_roles;                   /* split JWT_ADMIN_ROLES, NULL-terminated */
+    struct api_user_cache *user_cache;    /* GET /user answers by session (api_cache.c) */
     struct v1_secret_cache *secret_cache; /* checked tst_/tsk_ secrets (api_v1.c) */
 };
 

@@ -2,7 +2,6 @@
  * api_v1.c - what every /v1 handler shares: the error shape, who the caller is (with the
  * cache of checked secrets), body and ttl parsing, and the JSON of documents and secrets.
  */
-#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,7 +134,7 @@ static bool cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HA
     bool hit = false;
     pthread_mutex_lock(&s->mu);
     if (s->used && s->epoch == epoch && now < s->valid_until &&
-        CRYPTO_memcmp(s->hash, hash, TS_SECRET_HASH_LEN) == 0) {
+        ts_ct_equal(s->hash, hash, TS_SECRET_HASH_LEN)) {
         *out = s->caller;
         hit = true;
     }
@@ -148,7 +147,7 @@ static void cache_put(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HA
 {
     struct v1_slot *s = slot_of(c, hash);
     pthread_mutex_lock(&s->mu);
-    if (!s->used || CRYPTO_memcmp(s->hash, hash, TS_SECRET_HASH_LEN) != 0) {
+    if (!s->used || !ts_ct_equal(s->hash, hash, TS_SECRET_HASH_LEN)) {
         free(s->me_text);
         s->me_text = NULL;
     }
@@ -167,7 +166,7 @@ bool v1_me_cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HAS
     bool hit = false;
     pthread_mutex_lock(&s->mu);
     if (s->used && s->me_text && s->me_epoch == epoch &&
-        CRYPTO_memcmp(s->hash, hash, TS_SECRET_HASH_LEN) == 0) {
+        ts_ct_equal(s->hash, hash, TS_SECRET_HASH_LEN)) {
         char *copy = ts_arena_alloc(a, s->me_len + 1);
         memcpy(copy, s->me_text, s->me_len + 1);
         *text = copy;
@@ -184,7 +183,7 @@ void v1_me_cache_put(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HAS
     struct v1_slot *s = slot_of(c, hash);
     pthread_mutex_lock(&s->mu);
     /* only beside the caller entry of the same secret, which bounds its life */
-    if (s->used && CRYPTO_memcmp(s->hash, hash, TS_SECRET_HASH_LEN) == 0) {
+    if (s->used && ts_ct_equal(s->hash, hash, TS_SECRET_HASH_LEN)) {
         free(s->me_text);
         s->me_text = ts_xstrndup(text, len);
         s->me_len = len;
@@ -211,8 +210,8 @@ static void set_identity(struct v1_caller *c, const char *collection, const char
     c->has_identity = collection && id && strlen(collection) <= TS_STORE_NAME_MAX &&
                       strlen(id) <= TS_STORE_DOC_ID_MAX;
     if (c->has_identity) {
-        strcpy(c->identity_collection, collection);
-        strcpy(c->identity_id, id);
+        snprintf(c->identity_collection, sizeof(c->identity_collection), "%s", collection);
+        snprintf(c->identity_id, sizeof(c->identity_id), "%s", id);
     }
 }
 

@@ -194,6 +194,9 @@ void ts_sha256(const void *p, size_t n, uint8_t out[32]);
 void ts_opaque_secret_new(const char prefix[4], char out[TS_SECRET_TEXT_LEN + 1],
                           uint8_t hash[TS_SECRET_HASH_LEN]);
 
+/* Constant-time equality of n bytes (OpenSSL's CRYPTO_memcmp), for secrets and their hashes. */
+bool ts_ct_equal(const void *a, const void *b, size_t n);
+
 /* SHA-256 of a presented token. */
 void ts_refresh_token_hash(const char *token, size_t len, uint8_t hash[TS_REFRESH_HASH_LEN]);
 

@@ -11,6 +11,7 @@
  * it ten minutes) know it when it becomes active; a retired key keeps verifying (and
  * stays published) for retired_keep seconds, then is dropped.
  */
+#include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -438,6 +439,11 @@ void ts_opaque_secret_new(const char prefix[4], char out[TS_SECRET_TEXT_LEN + 1]
     ts_b64url_encode(raw, sizeof(raw), out + 4);
     ts_wipe(raw, sizeof(raw));
     ts_sha256(out, TS_SECRET_TEXT_LEN, hash);
+}
+
+bool ts_ct_equal(const void *a, const void *b, size_t n)
+{
+    return CRYPTO_memcmp(a, b, n) == 0;
 }
 
 void ts_sha256(const void *p, size_t n, uint8_t out[32])

@@ -56,7 +56,7 @@ struct ts_http_req {
     enum ts_http_method method;
     const char *method_name;
     const char *path;
-    bool prefixed; /* the URL began with the prefix (opt.prefix), which was removed */
+    bool prefixed;   /* the URL began with the prefix (opt.prefix), which was removed */
     int route_index; /* into srv->routes, or -1 */
     bool method_allowed;
     unsigned path_methods; /* methods of every route matching the path (for Allow) */

@@ -620,8 +620,8 @@ TS_NODISCARD enum ts_rc ts_store_sweep(struct ts_store *st, int64_t now, int64_t
  * the sums. The server's sweeper thread and `tessera token sweep` call it.
  */
 TS_NODISCARD enum ts_rc ts_store_sweep_pass(struct ts_store *st, int64_t now,
-                                            int64_t refresh_before, int64_t batch,
-                                            int64_t pause_us, const _Atomic bool *stop,
+                                            int64_t refresh_before, int64_t batch, int64_t pause_us,
+                                            const _Atomic bool *stop,
                                             struct ts_sweep_counts *total);
 
 /* ---- change epoch: lets callers cache what they read about users and sessions ---- */

@@ -32,11 +32,10 @@
 
 #include "store/store.h"
 
-extern char **environ;
+#include "store_fixture.h"
 
 #define SEC INT64_C(1000000)
 #define HOUR (3600 * SEC)
-#define MAX_DBS 2
 
 /* The struct fields that take text are char *, never written through: this drops the const
  * of a string the test owns (-Wcast-qual forbids a plain cast). */
@@ -45,134 +44,12 @@ extern char **environ;
 /* The base "now" of the running test (ts_now_us() at setup); every time is an offset of it. */
 static int64_t T0;
 
-struct fix {
-    char dir[64];
-    char url[512];
-    struct ts_store *st;
-    char dbs[MAX_DBS][64]; /* PostgreSQL: the databases this test created, dropped after */
-    int n_dbs;
-};
-
-/* ---- fixture (as test_store.c) ---- */
-
-/* The PostgreSQL server of the group being run, or NULL while the SQLite group runs. */
-static const char *pg_host;
-static const char *pg_port;
-
-/* Runs createdb or dropdb against the test server as postgres; returns its exit status. */
-static int pg_tool(const char *tool, const char *opt1, const char *opt2, const char *db)
-{
-    const char *argv[12];
-    int n = 0;
-    argv[n++] = tool;
-    argv[n++] = "-h";
-    argv[n++] = pg_host;
-    argv[n++] = "-p";
-    argv[n++] = pg_port;
-    argv[n++] = "-U";
-    argv[n++] = "postgres";
-    if (opt1)
-        argv[n++] = opt1;
-    if (opt2)
-        argv[n++] = opt2;
-    argv[n++] = db;
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-    pid_t pid;
-    int rc = posix_spawnp(&pid, tool, &fa, NULL, (char *const *)(uintptr_t)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0) {
-    }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-/* Percent-encodes s for a URI query value (the host is a socket directory). */
-static void uri_encode(const char *s, char *out, size_t cap)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t o = 0;
-    for (; *s && o + 4 < cap; s++) {
-        unsigned char c = (unsigned char)*s;
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.') {
-            out[o++] = (char)c;
-        } else {
-            out[o++] = '%';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        }
-    }
-    out[o] = '\0';
-}
-
-/* The URL of a new, empty database: a file in f's directory (SQLite), or a database created on
- * the test server (PostgreSQL), dropped by teardown. */
-static void new_database(struct fix *f, char *url, size_t cap)
-{
-    if (!pg_host) {
-        snprintf(url, cap, "sqlite://%s/store.db", f->dir);
-        return;
-    }
-    static atomic_int seq;
-    if (f->n_dbs == MAX_DBS)
-        fail_msg("too many databases in one test");
-    char *db = f->dbs[f->n_dbs];
-    snprintf(db, sizeof(f->dbs[0]), "tessera_docs_%ld_%d", (long)getpid(),
-             atomic_fetch_add(&seq, 1));
-    if (pg_tool("createdb", NULL, NULL, db) != 0)
-        fail_msg("createdb %s failed (server %s port %s)", db, pg_host, pg_port);
-    f->n_dbs++;
-    char host[256];
-    uri_encode(pg_host, host, sizeof(host));
-    snprintf(url, cap, "postgresql:///%s?host=%s&port=%s&user=postgres", db, host, pg_port);
-}
-
+/* Every test also sets T0 to the time it starts. */
 static int setup(void **state)
 {
-    struct fix *f = ts_xcalloc(1, sizeof(*f));
-    snprintf(f->dir, sizeof(f->dir), "/tmp/tessera-test-docs-XXXXXX");
-    if (!mkdtemp(f->dir)) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    new_database(f, f->url, sizeof(f->url));
-    char *err = NULL;
-    if (ts_store_open(f->url, NULL, &f->st, &err) != TS_OK)
-        fail_msg("ts_store_open(%s): %s", f->url, err ? err : "?");
-    if (ts_store_migrate(f->st, NULL, &err) != TS_OK)
-        fail_msg("ts_store_migrate: %s", err ? err : "?");
+    int rc = store_setup(state);
     T0 = ts_now_us();
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    struct fix *f = *state;
-    ts_store_close(f->st);
-    for (int i = 0; i < f->n_dbs; i++) {
-        if (pg_tool("dropdb", "--force", "--if-exists", f->dbs[i]) != 0)
-            fprintf(stderr, "dropdb %s failed\n", f->dbs[i]);
-    }
-    DIR *d = opendir(f->dir);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            char p[512];
-            snprintf(p, sizeof(p), "%s/%s", f->dir, e->d_name);
-            if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
-                unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(f->dir);
-    free(f);
-    return 0;
+    return rc;
 }
 
 /* ---- helpers ---- */
@@ -1937,7 +1814,7 @@ static void test_sweep(void **state)
 int main(void)
 {
     ts_log_set_level(TS_LOG_ERROR);
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, store_teardown)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_term_keys),
         T(test_collections),
@@ -1961,16 +1838,5 @@ int main(void)
         T(test_sweep),
     };
 #undef T
-    int failed = cmocka_run_group_tests_name("store docs on sqlite", tests, NULL, NULL);
-    pg_host = getenv("TESSERA_TEST_PG_HOST");
-    if (pg_host && *pg_host) {
-        pg_port = getenv("TESSERA_TEST_PG_PORT");
-        if (!pg_port || !*pg_port)
-            pg_port = "5432";
-        failed += cmocka_run_group_tests_name("store docs on postgres", tests, NULL, NULL);
-    } else {
-        pg_host = NULL;
-        printf("store docs on postgres: skipped (TESSERA_TEST_PG_HOST is not set)\n");
-    }
-    return failed;
+    return store_run_groups("store docs", tests, sizeof(tests) / sizeof(tests[0]));
 }
