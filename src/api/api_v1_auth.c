@@ -37,14 +37,33 @@ static bool small_data(struct ts_http_req *req, json_t *body, json_t **out)
 }
 
 /* An identity reference {collection, id} member; 400 when malformed. */
+/* Splits "collection/id" into the arena; false when it is not of that shape. */
+static bool split_ref(struct ts_http_req *req, const char *ref, const char **coll, const char **id)
+{
+    const char *slash = ref ? strchr(ref, '/') : NULL;
+    if (!slash)
+        return false;
+    *coll = ts_arena_strndup(ts_http_arena(req), ref, (size_t)(slash - ref));
+    *id = slash + 1;
+    return true;
+}
+
+/* An identity reference member: {"collection":..,"id":..} or "collection/id"; 400 when
+ * malformed. */
 static bool identity_ref(struct ts_http_req *req, const json_t *v, const char **coll,
                          const char **id)
 {
-    *coll = json_string_value(json_object_get(v, "collection"));
-    *id = json_string_value(json_object_get(v, "id"));
-    if (!json_is_object(v) || json_object_size(v) != 2 || !v1_name_ok(*coll) ||
-        !v1_doc_id_ok(*id)) {
-        v1_error(req, 400, "invalid_request", "identity must be {\"collection\":...,\"id\":...}");
+    bool ok;
+    if (json_is_string(v)) {
+        ok = split_ref(req, json_string_value(v), coll, id);
+    } else {
+        *coll = json_string_value(json_object_get(v, "collection"));
+        *id = json_string_value(json_object_get(v, "id"));
+        ok = json_is_object(v) && json_object_size(v) == 2;
+    }
+    if (!ok || !v1_name_ok(*coll) || !v1_doc_id_ok(*id)) {
+        v1_error(req, 400, "invalid_request",
+                 "identity must be {\"collection\":...,\"id\":...} or \"collection/id\"");
         return false;
     }
     return true;
@@ -388,6 +407,9 @@ static void secrets_list(struct ts_http_req *req, enum ts_secret_kind kind, enum
                                  .after = ts_http_query(req, "after"),
                                  .limit = size,
                                  .now = ts_now_us()};
+    /* ?identity=collection/id is the same as ?collection=..&identity=.. */
+    if (!f.identity_collection && f.identity_id && strchr(f.identity_id, '/'))
+        split_ref(req, f.identity_id, &f.identity_collection, &f.identity_id);
     if ((!f.identity_collection) != (!f.identity_id)) {
         v1_error(req, 400, "invalid_request", "Give both collection and identity, or neither");
         return;

@@ -220,6 +220,11 @@ static const char *const migrations[] = {
     "CREATE INDEX refresh_tokens_revoked ON refresh_tokens(revoked_at) "
     "  WHERE revoked_at IS NOT NULL;"
     "CREATE INDEX sessions_not_after ON sessions(not_after) WHERE not_after IS NOT NULL;",
+    /* 4: the sweep deletes tokens and keys separately: with the kind leading the expiry index,
+     * a batch of keys no longer walks past every expired token (1M expired tokens took 259 s
+     * to sweep on SQLite, quadratic in their number) */
+    "DROP INDEX tokens_expiry;"
+    "CREATE INDEX tokens_expiry ON tokens(kind, expires_at) WHERE expires_at IS NOT NULL;",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))

@@ -184,6 +184,11 @@ static const char *const migrations[] = {
     "CREATE INDEX refresh_tokens_revoked ON refresh_tokens(revoked_at) "
     "  WHERE revoked_at IS NOT NULL;"
     "CREATE INDEX sessions_not_after ON sessions(not_after) WHERE not_after IS NOT NULL;",
+    /* 4: the sweep deletes tokens and keys separately: with the kind leading the expiry index,
+     * a batch of keys no longer walks past every expired token (1M expired tokens took 259 s
+     * to sweep, quadratic in their number) */
+    "DROP INDEX tokens_expiry;"
+    "CREATE INDEX tokens_expiry ON tokens(kind, expires_at) WHERE expires_at IS NOT NULL;",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -393,7 +398,7 @@ static const char *const migrations[] = {
       "s.id")                                                                                      \
     /* the sweep: ?1 the cutoff, ?2 the batch size; each through its expiry index */               \
     X(SWEEP_SECRETS, "DELETE FROM tokens WHERE id IN (SELECT id FROM tokens WHERE "                \
-                     "expires_at <= ?1 AND kind = ?3 LIMIT ?2)")                                   \
+                     "kind = ?3 AND expires_at <= ?1 LIMIT ?2)")                                   \
     /* the same documents as SWEEP_DOCS (same order), whose tokens and keys go first */            \
     X(SWEEP_DOC_SECRETS,                                                                           \
       "DELETE FROM tokens WHERE identity_id IS NOT NULL AND (identity_collection, identity_id) "   \
