@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api_int.h"
+#include "api_v1_int.h"
 
 void api_health(struct ts_http_req *req)
 {
@@ -93,6 +93,26 @@ void api_metrics(struct ts_http_req *req)
             (long long)hs.queued, (long long)hs.running, (long long)hs.completed,
             (long long)hs.rejected, (double)hs.wait_us_total / 1e6, (double)hs.run_us_total / 1e6,
             (long long)tc.hits, (long long)tc.misses, (long long)tc.entries);
+    int64_t sh = 0, sm = 0;
+    v1_secret_cache_stats(api->secret_cache, &sh, &sm);
+    if (!rc)
+        rc = ts_buf_appendf(&b,
+                            "# HELP tessera_secret_cache_hits_total /v1 tst_/tsk_ secrets found "
+                            "already checked.
+                            "
+                            "# TYPE tessera_secret_cache_hits_total counter
+                            "
+                            "tessera_secret_cache_hits_total %lld
+                            "
+                            "# HELP tessera_secret_cache_misses_total /v1 secrets checked in the "
+                            "store.
+                            "
+                            "# TYPE tessera_secret_cache_misses_total counter
+                            "
+                            "tessera_secret_cache_misses_total %lld
+                            ",
+                            (long long)sh,
+                            (long long)sm);
     if (rc) {
         ts_buf_free(&b);
         api_fail(req, rc, "metrics");

@@ -3,6 +3,7 @@
  * cache of checked secrets), body and ttl parsing, and the JSON of documents and secrets.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -95,7 +96,14 @@ struct v1_slot {
 struct v1_secret_cache {
     size_t n;
     struct v1_slot *slots;
+    _Atomic int64_t hits, misses; /* for /metrics */
 };
+
+void v1_secret_cache_stats(struct v1_secret_cache *c, int64_t *hits, int64_t *misses)
+{
+    *hits = atomic_load(&c->hits);
+    *misses = atomic_load(&c->misses);
+}
 
 struct v1_secret_cache *v1_secret_cache_new(size_t slots)
 {
@@ -139,6 +147,7 @@ static bool cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HA
         hit = true;
     }
     pthread_mutex_unlock(&s->mu);
+    atomic_fetch_add(hit ? &c->hits : &c->misses, 1);
     return hit;
 }
 

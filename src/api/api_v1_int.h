@@ -55,6 +55,8 @@ struct v1_caller {
 struct v1_secret_cache;
 struct v1_secret_cache *v1_secret_cache_new(size_t slots);
 void v1_secret_cache_free(struct v1_secret_cache *c);
+/* Lookups answered from the cache, and those that went to the store. */
+void v1_secret_cache_stats(struct v1_secret_cache *c, int64_t *hits, int64_t *misses);
 /* GET /v1/me's answer kept beside a cached secret (same validity: the epoch it was read at,
  * and the secret's own entry, whose expiry is checked first by v1_caller). */
 bool v1_me_cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
