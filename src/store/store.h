@@ -590,6 +590,112 @@ void ts_session_infos_free(struct ts_session_info *list, size_t n);
 TS_NODISCARD enum ts_rc ts_store_session_list(struct ts_store *st, const char *user_id,
                                               struct ts_session_info **out, size_t *out_n);
 
+/* ---- external identity providers (AccessProviders) and the identities they vouch for ---- */
+
+/*
+ * An AccessProvider: an outside issuer whose JWTs Tessera accepts (issue 5). The store keeps
+ * the provider's document as given (validated by the API) and indexes it by name and by
+ * issuer, both unique. Provider writes move the change epoch (callers cache providers).
+ */
+struct ts_access_provider {
+    char *name;
+    char *issuer;
+    json_t *config; /* the whole provider document; owned */
+    int64_t created_at;
+    int64_t updated_at;
+};
+void ts_access_provider_free(struct ts_access_provider *p);
+void ts_access_providers_free(struct ts_access_provider **list, size_t n);
+
+/* TS_E_CONFLICT when the name or the issuer is taken. created_at and updated_at are set by the
+ * caller. */
+TS_NODISCARD enum ts_rc ts_store_provider_create(struct ts_store *st,
+                                                 const struct ts_access_provider *p);
+/* Replaces the issuer and config of the provider p->name (created_at is kept).
+ * TS_E_NOT_FOUND when there is none; TS_E_CONFLICT when the issuer is another's. */
+TS_NODISCARD enum ts_rc ts_store_provider_update(struct ts_store *st,
+                                                 const struct ts_access_provider *p);
+TS_NODISCARD enum ts_rc ts_store_provider_get(struct ts_store *st, const char *name,
+                                              struct ts_access_provider **out);
+/* Every provider, by name (there are few). */
+TS_NODISCARD enum ts_rc ts_store_provider_list(struct ts_store *st,
+                                               struct ts_access_provider ***out, size_t *out_n);
+/* Deletes the provider (its links stay: re-creating it finds the same identities).
+ * TS_E_NOT_FOUND when there is none. */
+TS_NODISCARD enum ts_rc ts_store_provider_delete(struct ts_store *st, const char *name);
+
+/*
+ * External identity links: (issuer, subject) -> an identity (a user, or a document of any
+ * collection), never by e-mail alone. A link is live when its identity is live (a user not
+ * soft-deleted; a document present and unexpired) and was created no later than the link
+ * (a re-created id never inherits a link). Deleting an identity (user_delete, doc_delete,
+ * collection_delete, an expired document swept or replaced) deletes its links in the same
+ * transaction.
+ */
+struct ts_external_link {
+    char *issuer;
+    char *subject;
+    char *collection;
+    char *id;
+    json_t *claims; /* the claims seen at the last sign-in (an object; may be NULL); owned */
+    int64_t created_at;
+    int64_t updated_at;
+};
+void ts_external_link_free(struct ts_external_link *l);
+void ts_external_links_free(struct ts_external_link **list, size_t n);
+
+/* What to create when (issuer, subject) has no live link yet. */
+struct ts_external_create {
+    const char *collection;     /* "users", or an existing collection */
+    const json_t *data;         /* a document's data (an object) */
+    const struct ts_user *user; /* collection "users": the user to create (id set by caller) */
+};
+
+/*
+ * Finds the live identity linked to (issuer, subject), atomically creating it and the link
+ * when there is none and create is not NULL. A dead link (its identity gone) is replaced.
+ * On success *out is the link (claims, when not NULL, stored as the link's claims and
+ * updated_at = now), and *created tells whether the identity was made by this call.
+ * TS_E_NOT_FOUND when there is no live link and create is NULL, or create->collection does
+ * not exist; TS_E_CONFLICT when creating a user whose e-mail or phone is taken (never linked
+ * by e-mail: the caller decides). Concurrent calls for one (issuer, subject) all return the
+ * same identity: exactly one creates it.
+ */
+TS_NODISCARD enum ts_rc ts_store_external_link(struct ts_store *st, const char *issuer,
+                                               const char *subject, const json_t *claims,
+                                               const struct ts_external_create *create, int64_t now,
+                                               struct ts_external_link **out, bool *created);
+/* The links of an identity, oldest first (for user.identities and the ledger). */
+TS_NODISCARD enum ts_rc ts_store_external_list(struct ts_store *st, const char *collection,
+                                               const char *id, struct ts_external_link ***out,
+                                               size_t *out_n);
+
+/* ---- token exchanges (RFC 8693): what was issued for which outside subject ---- */
+
+struct ts_exchange_row {
+    char id[TS_STORE_ID_LEN + 1];
+    char *provider;   /* the AccessProvider's name */
+    char *subject;    /* the subject token's sub */
+    char *collection; /* the identity the token was issued to */
+    char *identity_id;
+    char *token_id;   /* the tst_ token's id for opaque tokens, NULL for JWTs */
+    char *token_type; /* the issued_token_type URN */
+    json_t *meta;     /* caller metadata (client, scope, audience...); never a secret; owned */
+    int64_t created_at;
+    int64_t expires_at; /* when the issued token expires; the record is swept after */
+};
+void ts_exchange_row_free(struct ts_exchange_row *r);
+void ts_exchange_rows_free(struct ts_exchange_row **list, size_t n);
+
+TS_NODISCARD enum ts_rc ts_store_exchange_record(struct ts_store *st,
+                                                 const struct ts_exchange_row *row);
+/* Unexpired exchanges of an identity (both NULL: all), by id, after `after`, at most limit
+ * (1..1000). */
+TS_NODISCARD enum ts_rc ts_store_exchange_list(struct ts_store *st, const char *collection,
+                                               const char *id, const char *after, int64_t limit,
+                                               int64_t now, struct ts_exchange_row ***out,
+                                               size_t *out_n);
+
 /* ---- the sweeper ---- */
 
 struct ts_sweep_counts {
@@ -598,6 +704,7 @@ struct ts_sweep_counts {
     int64_t documents;      /* expired documents deleted (with what was bound to them) */
     int64_t sessions;       /* sessions past their not_after */
     int64_t refresh_tokens; /* refresh tokens used before refresh_before */
+    int64_t exchanges;      /* exchange records whose token has expired */
     int64_t counters;       /* rate-limit buckets and counters (ts_store_sweep_pass only) */
 };
 
@@ -606,9 +713,10 @@ struct ts_sweep_counts {
  * no longer be used: tokens and keys with expires_at <= now, documents expired at now (and
  * their tokens, keys and credentials), sessions with not_after <= now, and refresh tokens
  * revoked before refresh_before (used long ago: kept until then so that their reuse is still
- * recognised). Each kind is its own short transaction, so requests are never held up for
- * long. *out receives this batch's counts (added to nothing): the caller repeats until a
- * batch deletes fewer than `batch` of every kind. Moves the epoch when it deleted anything.
+ * recognised), and exchange records with expires_at <= now. Each kind is its own short transaction,
+ * so requests are never held up for long. *out receives this batch's counts (added to nothing): the
+ * caller repeats until a batch deletes fewer than `batch` of every kind. Moves the epoch when it
+ * deleted anything.
  */
 TS_NODISCARD enum ts_rc ts_store_sweep(struct ts_store *st, int64_t now, int64_t refresh_before,
                                        int64_t batch, struct ts_sweep_counts *out);

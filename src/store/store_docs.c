@@ -473,7 +473,8 @@ enum ts_rc ts_store_sweep(struct ts_store *st, int64_t now, int64_t refresh_befo
         return TS_E_INVALID;
     memset(out, 0, sizeof(*out));
     enum ts_rc rc = st->ops->sweep(st, now, refresh_before, batch, out);
-    if (out->tokens || out->keys || out->documents || out->sessions || out->refresh_tokens)
+    if (out->tokens || out->keys || out->documents || out->sessions || out->refresh_tokens ||
+        out->exchanges)
         ts__store_bump_epoch(st);
     return rc;
 }
@@ -496,8 +497,9 @@ enum ts_rc ts_store_sweep_pass(struct ts_store *st, int64_t now, int64_t refresh
         total->documents += c.documents;
         total->sessions += c.sessions;
         total->refresh_tokens += c.refresh_tokens;
+        total->exchanges += c.exchanges;
         if (c.tokens < batch && c.keys < batch && c.documents < batch && c.sessions < batch &&
-            c.refresh_tokens < batch)
+            c.refresh_tokens < batch && c.exchanges < batch)
             break;
         if (pause_us > 0) {
             struct timespec ts = {pause_us / 1000000, (pause_us % 1000000) * 1000};
@@ -505,4 +507,148 @@ enum ts_rc ts_store_sweep_pass(struct ts_store *st, int64_t now, int64_t refresh
         }
     }
     return ts_store_counters_sweep(st, now, &total->counters);
+}
+
+/* ---- external identities ---- */
+
+void ts_access_provider_free(struct ts_access_provider *p)
+{
+    if (!p)
+        return;
+    free(p->name);
+    free(p->issuer);
+    json_decref(p->config);
+    free(p);
+}
+
+void ts_access_providers_free(struct ts_access_provider **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ts_access_provider_free(list[i]);
+    free(list);
+}
+
+void ts_external_link_free(struct ts_external_link *l)
+{
+    if (!l)
+        return;
+    free(l->issuer);
+    free(l->subject);
+    free(l->collection);
+    free(l->id);
+    json_decref(l->claims);
+    free(l);
+}
+
+void ts_external_links_free(struct ts_external_link **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ts_external_link_free(list[i]);
+    free(list);
+}
+
+void ts_exchange_row_free(struct ts_exchange_row *r)
+{
+    if (!r)
+        return;
+    free(r->provider);
+    free(r->subject);
+    free(r->collection);
+    free(r->identity_id);
+    free(r->token_id);
+    free(r->token_type);
+    json_decref(r->meta);
+    free(r);
+}
+
+void ts_exchange_rows_free(struct ts_exchange_row **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ts_exchange_row_free(list[i]);
+    free(list);
+}
+
+static bool provider_ok(const struct ts_access_provider *p)
+{
+    return p && p->name && *p->name && p->issuer && *p->issuer && json_is_object(p->config);
+}
+
+enum ts_rc ts_store_provider_create(struct ts_store *st, const struct ts_access_provider *p)
+{
+    if (!provider_ok(p))
+        return TS_E_INVALID;
+    return changed(st, st->ops->provider_create(st, p));
+}
+
+enum ts_rc ts_store_provider_update(struct ts_store *st, const struct ts_access_provider *p)
+{
+    if (!provider_ok(p))
+        return TS_E_INVALID;
+    return changed(st, st->ops->provider_update(st, p));
+}
+
+enum ts_rc ts_store_provider_get(struct ts_store *st, const char *name,
+                                 struct ts_access_provider **out)
+{
+    if (!name)
+        return TS_E_INVALID;
+    return st->ops->provider_get(st, name, out);
+}
+
+enum ts_rc ts_store_provider_list(struct ts_store *st, struct ts_access_provider ***out,
+                                  size_t *out_n)
+{
+    return st->ops->provider_list(st, out, out_n);
+}
+
+enum ts_rc ts_store_provider_delete(struct ts_store *st, const char *name)
+{
+    if (!name)
+        return TS_E_INVALID;
+    return changed(st, st->ops->provider_delete(st, name));
+}
+
+enum ts_rc ts_store_external_link(struct ts_store *st, const char *issuer, const char *subject,
+                                  const json_t *claims, const struct ts_external_create *create,
+                                  int64_t now, struct ts_external_link **out, bool *created)
+{
+    if (!issuer || !*issuer || !subject || !*subject || !out || !created ||
+        (claims && !json_is_object(claims)))
+        return TS_E_INVALID;
+    if (create) {
+        bool users = is_users(create->collection);
+        if (!create->collection || (users && !create->user) ||
+            (!users && !json_is_object(create->data)))
+            return TS_E_INVALID;
+    }
+    *created = false;
+    enum ts_rc rc = st->ops->external_link(st, issuer, subject, claims, create, now, out, created);
+    if (rc == TS_OK && *created)
+        ts__store_bump_epoch(st);
+    return rc;
+}
+
+enum ts_rc ts_store_external_list(struct ts_store *st, const char *collection, const char *id,
+                                  struct ts_external_link ***out, size_t *out_n)
+{
+    if (!collection || !id)
+        return TS_E_INVALID;
+    return st->ops->external_list(st, collection, id, out, out_n);
+}
+
+enum ts_rc ts_store_exchange_record(struct ts_store *st, const struct ts_exchange_row *row)
+{
+    if (!row || !row->provider || !row->subject || !row->collection || !row->identity_id ||
+        !row->token_type || row->expires_at <= 0)
+        return TS_E_INVALID;
+    return st->ops->exchange_record(st, row);
+}
+
+enum ts_rc ts_store_exchange_list(struct ts_store *st, const char *collection, const char *id,
+                                  const char *after, int64_t limit, int64_t now,
+                                  struct ts_exchange_row ***out, size_t *out_n)
+{
+    if (!limit_ok(limit) || (!collection) != (!id))
+        return TS_E_INVALID;
+    return st->ops->exchange_list(st, collection, id, after, limit, now, out, out_n);
 }

@@ -120,6 +120,23 @@ struct ts_store_ops {
                                struct ts_session_info **out, size_t *out_n);
     enum ts_rc (*sweep)(struct ts_store *st, int64_t now, int64_t refresh_before, int64_t batch,
                         struct ts_sweep_counts *out);
+    /* External identities (store.h): store_docs.c has checked the arguments. */
+    enum ts_rc (*provider_create)(struct ts_store *st, const struct ts_access_provider *p);
+    enum ts_rc (*provider_update)(struct ts_store *st, const struct ts_access_provider *p);
+    enum ts_rc (*provider_get)(struct ts_store *st, const char *name,
+                               struct ts_access_provider **out);
+    enum ts_rc (*provider_list)(struct ts_store *st, struct ts_access_provider ***out,
+                                size_t *out_n);
+    enum ts_rc (*provider_delete)(struct ts_store *st, const char *name);
+    enum ts_rc (*external_link)(struct ts_store *st, const char *issuer, const char *subject,
+                                const json_t *claims, const struct ts_external_create *create,
+                                int64_t now, struct ts_external_link **out, bool *created);
+    enum ts_rc (*external_list)(struct ts_store *st, const char *collection, const char *id,
+                                struct ts_external_link ***out, size_t *out_n);
+    enum ts_rc (*exchange_record)(struct ts_store *st, const struct ts_exchange_row *row);
+    enum ts_rc (*exchange_list)(struct ts_store *st, const char *collection, const char *id,
+                                const char *after, int64_t limit, int64_t now,
+                                struct ts_exchange_row ***out, size_t *out_n);
 };
 
 struct ts_store {
