@@ -98,21 +98,14 @@ void api_metrics(struct ts_http_req *req)
     if (!rc)
         rc = ts_buf_appendf(&b,
                             "# HELP tessera_secret_cache_hits_total /v1 tst_/tsk_ secrets found "
-                            "already checked.
-                            "
-                            "# TYPE tessera_secret_cache_hits_total counter
-                            "
-                            "tessera_secret_cache_hits_total %lld
-                            "
+                            "already checked.\n"
+                            "# TYPE tessera_secret_cache_hits_total counter\n"
+                            "tessera_secret_cache_hits_total %lld\n"
                             "# HELP tessera_secret_cache_misses_total /v1 secrets checked in the "
-                            "store.
-                            "
-                            "# TYPE tessera_secret_cache_misses_total counter
-                            "
-                            "tessera_secret_cache_misses_total %lld
-                            ",
-                            (long long)sh,
-                            (long long)sm);
+                            "store.\n"
+                            "# TYPE tessera_secret_cache_misses_total counter\n"
+                            "tessera_secret_cache_misses_total %lld\n",
+                            (long long)sh, (long long)sm);
     if (rc) {
         ts_buf_free(&b);
         api_fail(req, rc, "metrics");
