@@ -8,11 +8,12 @@ cd "$(dirname "$0")/.."
 declare -A allowed=(
     [core]=""
     [jose]="core"
+    [jwks]="core jose"
     [store]="core"
     [authn]="core jose store"
     [http]="core"
-    [api]="core jose store authn http"
-    [cli]="core jose store authn http api"
+    [api]="core jose store authn http jwks"
+    [cli]="core jose store authn http jwks api"
 )
 bad=0
 for dir in src/*/; do
@@ -38,6 +39,7 @@ check_confined() { # header allowed-file-regex
 check_confined sqlite3.h 'src/store/store_sqlite\.c$'
 check_confined libpq-fe.h 'src/store/store_pg(_import)?\.c$'
 check_confined microhttpd.h 'src/http/'
+check_confined curl/curl.h 'src/jwks/'
 check_confined sodium.h 'src/authn/|src/cli/cli_admin\.c$'
 check_confined 'openssl/[a-z_]+\.h' 'src/jose/|src/authn/'
 exit $bad
