@@ -225,6 +225,43 @@ static const char *const migrations[] = {
      * to sweep on SQLite, quadratic in their number) */
     "DROP INDEX tokens_expiry;"
     "CREATE INDEX tokens_expiry ON tokens(kind, expires_at) WHERE expires_at IS NOT NULL;",
+    /* 5: external identity providers (AccessProviders), the links from their (issuer,
+     * subject) pairs to identities, and the token exchanges made for them (store.h). Names,
+     * ids, issuers and subjects compare byte by byte, as in migration 3; the JSON is text. */
+    "CREATE TABLE access_providers("
+    "  name text COLLATE \"C\" PRIMARY KEY,"
+    "  issuer text COLLATE \"C\" NOT NULL UNIQUE,"
+    "  config text NOT NULL,"
+    "  created_at bigint NOT NULL,"
+    "  updated_at bigint NOT NULL"
+    ");"
+    "CREATE TABLE external_identities("
+    "  issuer text COLLATE \"C\" NOT NULL,"
+    "  subject text COLLATE \"C\" NOT NULL,"
+    "  identity_collection text COLLATE \"C\" NOT NULL,"
+    "  identity_id text COLLATE \"C\" NOT NULL,"
+    "  claims text,"
+    "  created_at bigint NOT NULL,"
+    "  updated_at bigint NOT NULL,"
+    "  PRIMARY KEY(issuer, subject)"
+    ");"
+    "CREATE INDEX external_identities_identity ON external_identities(identity_collection, "
+    "  identity_id);"
+    "CREATE TABLE exchanges("
+    "  id text COLLATE \"C\" PRIMARY KEY,"
+    "  provider text COLLATE \"C\" NOT NULL,"
+    "  subject text COLLATE \"C\" NOT NULL,"
+    "  identity_collection text COLLATE \"C\" NOT NULL,"
+    "  identity_id text COLLATE \"C\" NOT NULL,"
+    "  token_id text COLLATE \"C\","
+    "  token_type text NOT NULL,"
+    "  meta text,"
+    "  created_at bigint NOT NULL,"
+    "  expires_at bigint NOT NULL"
+    ");"
+    /* id last: an identity's page (ORDER BY id after a position) reads the index in order */
+    "CREATE INDEX exchanges_identity ON exchanges(identity_collection, identity_id, id);"
+    "CREATE INDEX exchanges_expiry ON exchanges(expires_at);",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -266,6 +303,15 @@ static const char *const migrations[] = {
 #define TOKEN_NCOLS 11
 #define INDEX_COLS "name, terms, is_unique, created_at"
 #define CRED_COLS "collection, doc_id, strategy, created_at, updated_at"
+#define PROVIDER_COLS "name, issuer, config, created_at, updated_at"
+#define LINK_COLS                                                                                  \
+    "l.issuer, l.subject, l.identity_collection, l.identity_id, l.claims, l.created_at, "          \
+    "l.updated_at"
+#define EXCHANGE_COLS                                                                              \
+    "x.id, x.provider, x.subject, x.identity_collection, x.identity_id, x.token_id, "              \
+    "x.token_type, x.meta, x.created_at, x.expires_at"
+/* Seed of the hashes that name external_link's advisory locks. */
+#define LINK_LOCK_SEED "5"
 /* The users' password credentials from position ($lb, $after) on, ordered by id: uuid order
  * is the order of their lower-case text, so the primary key serves it; $lb (a uuid at or
  * below the position) makes the position usable by the index, $after (text) exact. */
@@ -387,6 +433,10 @@ static const char *const migrations[] = {
       "DELETE FROM tokens WHERE identity_collection = $1::text AND identity_id IS NOT NULL")       \
     X(TOKENS_DELETE_IDENTITY,                                                                      \
       "DELETE FROM tokens WHERE identity_collection = $1::text AND identity_id = $2::text")        \
+    X(LINKS_DELETE_COLLECTION,                                                                     \
+      "DELETE FROM external_identities WHERE identity_collection = $1::text")                      \
+    X(LINKS_DELETE_IDENTITY, "DELETE FROM external_identities WHERE identity_collection = "        \
+                             "$1::text AND identity_id = $2::text")                                \
     X(INDEX_INSERT, "INSERT INTO doc_indexes(collection, name, terms, is_unique, created_at) "     \
                     "VALUES($1::text, $2::text, $3::text, $4::boolean, $5::bigint)")               \
     X(INDEX_LIST,                                                                                  \
@@ -505,12 +555,59 @@ static const char *const migrations[] = {
       "RETURNING collection, id) SELECT count(*), array_agg(collection), array_agg(id) FROM d")    \
     X(SWEEP_DOC_TOKENS, "DELETE FROM tokens t USING unnest($1::text[], $2::text[]) AS g(c, i) "    \
                         "WHERE t.identity_collection = g.c AND t.identity_id = g.i")               \
+    X(SWEEP_DOC_LINKS,                                                                             \
+      "DELETE FROM external_identities l USING unnest($1::text[], $2::text[]) AS g(c, i) "         \
+      "WHERE l.identity_collection = g.c AND l.identity_id = g.i")                                 \
+    X(SWEEP_EXCHANGES, "DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges WHERE "        \
+                       "expires_at <= $1::bigint LIMIT $2::bigint FOR UPDATE SKIP LOCKED)")        \
     X(SWEEP_SESSIONS,                                                                              \
       "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE not_after <= $1::bigint "   \
       "LIMIT $2::bigint FOR UPDATE SKIP LOCKED)")                                                  \
     X(SWEEP_REFRESH,                                                                               \
       "DELETE FROM refresh_tokens WHERE hash IN (SELECT hash FROM refresh_tokens WHERE "           \
       "revoked_at < $1::bigint LIMIT $2::bigint FOR UPDATE SKIP LOCKED)")                          \
+    X(PROVIDER_INSERT, "INSERT INTO access_providers(" PROVIDER_COLS ") VALUES($1::text, "         \
+                       "$2::text, $3::text, $4::bigint, $5::bigint)")                              \
+    X(PROVIDER_UPDATE, "UPDATE access_providers SET issuer = $2::text, config = $3::text, "        \
+                       "updated_at = $4::bigint WHERE name = $1::text")                            \
+    X(PROVIDER_GET, "SELECT " PROVIDER_COLS " FROM access_providers WHERE name = $1::text")        \
+    X(PROVIDER_LIST, "SELECT " PROVIDER_COLS " FROM access_providers ORDER BY name")               \
+    X(PROVIDER_DELETE, "DELETE FROM access_providers WHERE name = $1::text")                       \
+    X(LINK_LOCK_KEY, "SELECT pg_advisory_xact_lock(hashtextextended($2::text, "                    \
+                     "hashtextextended($1::text, " LINK_LOCK_SEED ")))")                           \
+    /* the link, locked, and whether its identity is live at $3 and no younger than the link */    \
+    X(LINK_LOCK,                                                                                   \
+      "SELECT " LINK_COLS ", CASE WHEN l.identity_collection = 'users' THEN EXISTS(SELECT 1 FROM " \
+      "identities i WHERE i.id = CASE WHEN l.identity_collection = 'users' THEN "                  \
+      "l.identity_id::uuid END AND i.collection = 'users' AND i.deleted_at IS NULL AND "           \
+      "i.created_at <= l.created_at) ELSE EXISTS(SELECT 1 FROM documents d WHERE "                 \
+      "d.collection = l.identity_collection AND d.id = l.identity_id AND "                         \
+      "d.created_at <= l.created_at AND (d.expires_at IS NULL OR d.expires_at > $3::bigint)) "     \
+      "END FROM external_identities l WHERE l.issuer = $1::text AND l.subject = $2::text "         \
+      "FOR UPDATE OF l")                                                                           \
+    X(LINK_TOUCH, "UPDATE external_identities SET claims = coalesce($3::text, claims), "           \
+                  "updated_at = $4::bigint WHERE issuer = $1::text AND subject = $2::text")        \
+    /* a dead link (locked by LINK_LOCK) is replaced in place */                                   \
+    X(LINK_UPSERT,                                                                                 \
+      "INSERT INTO external_identities(issuer, subject, identity_collection, identity_id, "        \
+      "claims, created_at, updated_at) VALUES($1::text, $2::text, $3::text, $4::text, "            \
+      "$5::text, $6::bigint, $6::bigint) ON CONFLICT(issuer, subject) DO UPDATE SET "              \
+      "identity_collection = excluded.identity_collection, identity_id = excluded.identity_id, "   \
+      "claims = excluded.claims, created_at = excluded.created_at, "                               \
+      "updated_at = excluded.updated_at")                                                          \
+    X(LINK_LIST, "SELECT " LINK_COLS " FROM external_identities l WHERE "                          \
+                 "l.identity_collection = $1::text AND l.identity_id = $2::text "                  \
+                 "ORDER BY l.created_at, l.issuer, l.subject")                                     \
+    X(EXCHANGE_INSERT,                                                                             \
+      "INSERT INTO exchanges(id, provider, subject, identity_collection, identity_id, token_id, "  \
+      "token_type, meta, created_at, expires_at) VALUES($1::text, $2::text, $3::text, $4::text, "  \
+      "$5::text, $6::text, $7::text, $8::text, $9::bigint, $10::bigint)")                          \
+    X(EXCHANGE_LIST, "SELECT " EXCHANGE_COLS " FROM exchanges x WHERE x.expires_at > $1::bigint "  \
+                     "AND x.id > $2::text ORDER BY x.id LIMIT $3::bigint")                         \
+    X(EXCHANGE_LIST_IDENTITY,                                                                      \
+      "SELECT " EXCHANGE_COLS " FROM exchanges x WHERE x.identity_collection = $4::text AND "      \
+      "x.identity_id = $5::text AND x.expires_at > $1::bigint AND x.id > $2::text "                \
+      "ORDER BY x.id LIMIT $3::bigint")                                                            \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(NOTIFY, "SELECT pg_notify('" NOTIFY_CHANNEL "', $1::text)")
 
@@ -1083,13 +1180,15 @@ static const char *identity_text(const char *collection, const char *id,
     return buf;
 }
 
-/* Deletes the tokens and keys bound to an identity (id as identity_text gives it). */
-static enum ts_rc delete_identity_secrets(struct op *t, const char *collection, const char *id)
+/* Deletes what is bound to an identity (id as identity_text gives it): its tokens and keys,
+ * and the external identities linked to it. */
+static enum ts_rc delete_identity_bound(struct op *t, const char *collection, const char *id)
 {
     struct params p = {0};
     p_text(&p, collection);
     p_text(&p, id);
-    return run(t, S_TOKENS_DELETE_IDENTITY, &p, NULL);
+    enum ts_rc rc = run(t, S_TOKENS_DELETE_IDENTITY, &p, NULL);
+    return rc ? rc : run(t, S_LINKS_DELETE_IDENTITY, &p, NULL);
 }
 
 /* ---- operations ---- */
@@ -1442,8 +1541,8 @@ static enum ts_rc write_one(struct op *t, enum stmt_id id, const struct params *
 }
 
 /* The user goes with everything bound to it: credentials, sessions and refresh tokens by
- * cascade, then its /v1 tokens and keys (after the row, as for documents: see
- * lock_live_identity). */
+ * cascade, then its /v1 tokens and keys and its external links (after the row, as for
+ * documents: see lock_live_identity). */
 static enum ts_rc user_delete(struct op *t, const struct params *p, const char *id_text)
 {
     enum ts_rc rc = tx_begin(t);
@@ -1454,7 +1553,7 @@ static enum ts_rc user_delete(struct op *t, const struct params *p, const char *
     if (!rc && n == 0)
         rc = TS_E_NOT_FOUND;
     if (!rc)
-        rc = delete_identity_secrets(t, "users", id_text);
+        rc = delete_identity_bound(t, "users", id_text);
     if (!rc)
         rc = notify(t);
     return tx_end(t, rc);
@@ -2256,7 +2355,7 @@ static enum ts_rc pg_collection_list(struct ts_store *st, const char *after, int
 }
 
 /* The collection goes first (its documents, indexes, entries and credentials by cascade),
- * then the tokens and keys bound to its documents. */
+ * then the tokens, keys and external links bound to its documents. */
 static enum ts_rc collection_delete(struct op *t, const struct params *p)
 {
     enum ts_rc rc = tx_begin(t);
@@ -2268,6 +2367,8 @@ static enum ts_rc collection_delete(struct op *t, const struct params *p)
         rc = TS_E_NOT_FOUND;
     if (!rc)
         rc = run(t, S_TOKENS_DELETE_COLLECTION, p, NULL);
+    if (!rc)
+        rc = run(t, S_LINKS_DELETE_COLLECTION, p, NULL);
     if (!rc)
         rc = notify(t);
     return tx_end(t, rc);
@@ -2306,7 +2407,7 @@ static enum ts_rc insert_entry(struct op *t, const char *collection, const char 
         if (!r)
             return rc;
         for (int i = 0; !rc && i < PQntuples(r); i++)
-            rc = delete_identity_secrets(t, collection, PQgetvalue(r, i, 0));
+            rc = delete_identity_bound(t, collection, PQgetvalue(r, i, 0));
         PQclear(r);
         if (rc)
             return rc;
@@ -2489,8 +2590,8 @@ static enum ts_rc pg_index_delete(struct ts_store *st, const char *collection, c
 
 /* ---- documents ---- */
 
-/* Deletes a document (its entries and credential by cascade), then the tokens and keys bound
- * to it. *found: there was one; *live: it was live at now. */
+/* Deletes a document (its entries and credential by cascade), then the tokens, keys and
+ * external links bound to it. *found: there was one; *live: it was live at now. */
 static enum ts_rc delete_doc(struct op *t, const char *collection, const char *id, int64_t now,
                              bool *found, bool *live)
 {
@@ -2505,7 +2606,7 @@ static enum ts_rc delete_doc(struct op *t, const char *collection, const char *i
     *found = PQntuples(r) > 0;
     *live = *found && col_bool(r, 0, 0);
     PQclear(r);
-    return *found ? delete_identity_secrets(t, collection, id) : TS_OK;
+    return *found ? delete_identity_bound(t, collection, id) : TS_OK;
 }
 
 /* The entries of every index of the collection for the document's new data. */
@@ -3325,6 +3426,442 @@ static enum ts_rc pg_session_list(struct ts_store *st, const char *user_id,
     return rc;
 }
 
+/* ---- external identity providers (AccessProviders) and the identities they vouch for ----
+ */
+
+/*
+ * Races between nodes (READ COMMITTED, as above):
+ * - Provider names and issuers are decided by their unique indexes (23505: conflict).
+ * - external_link, when it may create, first takes a transaction-scoped advisory lock named
+ *   by a hash of (issuer, subject): creators of one outside subject take turns on every
+ *   node, and each reads the link (locked FOR UPDATE, by a statement started after the lock
+ *   was granted) as the one before it committed it, so exactly one creates the identity. A
+ *   document is created under its collection's row lock FOR SHARE, taken before the link's
+ *   lock: collection_delete takes the collection first, then the links, so the two wait for
+ *   each other in one order only.
+ * - Deleting an identity deletes its links after its row (delete_identity_bound), as for
+ *   tokens: a link made meanwhile is either seen by that statement, or its transaction saw
+ *   the identity gone (and made another).
+ */
+
+/* PROVIDER_COLS of one row. */
+static struct ts_access_provider *row_to_provider(const PGresult *r, int row)
+{
+    struct ts_access_provider *p = ts_xcalloc(1, sizeof(*p));
+    p->name = col_dup(r, row, 0);
+    p->issuer = col_dup(r, row, 1);
+    p->config = col_json_object(r, row, 2);
+    p->created_at = col_i64(r, row, 3);
+    p->updated_at = col_i64(r, row, 4);
+    return p;
+}
+
+static enum ts_rc pg_provider_create(struct ts_store *st, const struct ts_access_provider *pr)
+{
+    char *config = json_text(pr->config);
+    struct params p = {0};
+    p_text(&p, pr->name);
+    p_text(&p, pr->issuer);
+    p_text(&p, config);
+    p_i64(&p, pr->created_at);
+    p_i64(&p, pr->updated_at);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = write_one(&t, S_PROVIDER_INSERT, &p); /* 23505: the name or issuer is taken */
+    free(config);
+    return rc;
+}
+
+static enum ts_rc pg_provider_update(struct ts_store *st, const struct ts_access_provider *pr)
+{
+    char *config = json_text(pr->config);
+    struct params p = {0};
+    p_text(&p, pr->name);
+    p_text(&p, pr->issuer);
+    p_text(&p, config);
+    p_i64(&p, pr->updated_at);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = write_one(&t, S_PROVIDER_UPDATE, &p); /* 23505: the issuer is another's */
+    free(config);
+    return rc;
+}
+
+static enum ts_rc provider_get(struct op *t, const struct params *p,
+                               struct ts_access_provider **out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_PROVIDER_GET, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) > 0)
+        *out = row_to_provider(r, 0);
+    else
+        rc = TS_E_NOT_FOUND;
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_provider_get(struct ts_store *st, const char *name,
+                                  struct ts_access_provider **out)
+{
+    struct params p = {0};
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = provider_get(&t, &p, out);
+    return rc;
+}
+
+static enum ts_rc provider_list(struct op *t, struct ts_access_provider ***out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_PROVIDER_LIST, NULL, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_access_provider **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = row_to_provider(r, i);
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_provider_list(struct ts_store *st, struct ts_access_provider ***out,
+                                   size_t *out_n)
+{
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = provider_list(&t, out, out_n);
+    return rc;
+}
+
+static enum ts_rc pg_provider_delete(struct ts_store *st, const char *name)
+{
+    struct params p = {0};
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = write_one(&t, S_PROVIDER_DELETE, &p);
+    return rc;
+}
+
+/* LINK_COLS of one row. */
+static struct ts_external_link *row_to_link(const PGresult *r, int row)
+{
+    struct ts_external_link *l = ts_xcalloc(1, sizeof(*l));
+    l->issuer = col_dup(r, row, 0);
+    l->subject = col_dup(r, row, 1);
+    l->collection = col_dup(r, row, 2);
+    l->id = col_dup(r, row, 3);
+    l->claims = col_json(r, row, 4);
+    l->created_at = col_i64(r, row, 5);
+    l->updated_at = col_i64(r, row, 6);
+    return l;
+}
+
+/* A deep copy of a JSON value (NULL for NULL). Jansson fails here only without memory. */
+static json_t *json_dup(const json_t *j)
+{
+    if (!j)
+        return NULL;
+    json_t *c = json_deep_copy(j);
+    if (!c)
+        abort();
+    return c;
+}
+
+/* external_link's arguments, with the texts they are bound as. */
+struct link_req {
+    const char *issuer;
+    const char *subject;
+    const json_t *claims;
+    const char *claims_text; /* NULL when claims is */
+    const struct ts_external_create *create;
+    const struct params *user; /* USER_INSERT's, when creating a user */
+    const char *data;          /* the document's data, when creating a document */
+    int64_t now;
+};
+
+/* Creates the identity that a new link will name: the user of create, or a document with a
+ * fresh id, its index entries as doc_write makes them. *id_text gets its id (a heap string).
+ */
+static enum ts_rc create_identity(struct op *t, const struct link_req *a, char **id_text)
+{
+    const struct ts_external_create *c = a->create;
+    if (is_users(c->collection)) {
+        char buf[TS_STORE_ID_LEN + 1];
+        enum ts_rc rc = run(t, S_USER_INSERT, a->user, NULL); /* 23505: e-mail or phone taken */
+        if (!rc)
+            *id_text = ts_xstrdup(identity_text("users", c->user->id, buf));
+        return rc;
+    }
+    char id[TS_STORE_ID_LEN + 1];
+    ts_uuid_v4(id);
+    struct params p = {0};
+    p_text(&p, c->collection);
+    p_text(&p, id);
+    p_text(&p, a->data);
+    p_i64(&p, a->now);
+    p_time(&p, 0);
+    p_i64(&p, a->now);
+    enum ts_rc rc = run(t, S_DOC_INSERT, &p, NULL);
+    if (!rc) {
+        struct ts_doc_write w = {.mode = TS_DOC_CREATE,
+                                 .collection = c->collection,
+                                 .id = id,
+                                 .data = c->data,
+                                 .now = a->now};
+        rc = write_entries(t, &w); /* 23505: a live document holds a unique term */
+    }
+    if (!rc)
+        *id_text = ts_xstrdup(id);
+    return rc;
+}
+
+/* One attempt at external_link (store.h). *out is written only when it returns TS_OK. */
+static enum ts_rc external_link(struct op *t, const struct link_req *a,
+                                struct ts_external_link **out, bool *created)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    const struct ts_external_create *c = a->create;
+    int64_t collection_found = 1;
+    if (c) {
+        /* Creators of this (issuer, subject) take turns, on every node. */
+        struct params p = {0};
+        p_text(&p, a->issuer);
+        p_text(&p, a->subject);
+        rc = run(t, S_LINK_LOCK_KEY, &p, NULL);
+        if (!rc && !is_users(c->collection)) {
+            struct params cp = {0};
+            p_text(&cp, c->collection);
+            rc = run(t, S_COLL_SHARE, &cp, &collection_found);
+        }
+    }
+    struct ts_external_link *l = NULL;
+    if (!rc) {
+        struct params p = {0};
+        p_text(&p, a->issuer);
+        p_text(&p, a->subject);
+        p_i64(&p, a->now);
+        PGresult *r = q(t, S_LINK_LOCK, &p, &rc);
+        if (r) {
+            if (PQntuples(r) > 0 && col_bool(r, 0, 7))
+                l = row_to_link(r, 0);
+            PQclear(r);
+        }
+    }
+    bool made = false;
+    if (!rc && l) {
+        /* Live: this sign-in's claims (if any) replace the last ones. */
+        struct params p = {0};
+        p_text(&p, a->issuer);
+        p_text(&p, a->subject);
+        p_text(&p, a->claims_text);
+        p_i64(&p, a->now);
+        rc = run(t, S_LINK_TOUCH, &p, NULL);
+        if (!rc) {
+            l->updated_at = a->now;
+            if (a->claims) {
+                json_decref(l->claims);
+                l->claims = json_dup(a->claims);
+            }
+        }
+    } else if (!rc && (!c || !collection_found)) {
+        rc = TS_E_NOT_FOUND;
+    } else if (!rc) {
+        char *id = NULL;
+        rc = create_identity(t, a, &id);
+        if (!rc) {
+            struct params p = {0};
+            p_text(&p, a->issuer);
+            p_text(&p, a->subject);
+            p_text(&p, c->collection);
+            p_text(&p, id);
+            p_text(&p, a->claims_text);
+            p_i64(&p, a->now);
+            rc = run(t, S_LINK_UPSERT, &p, NULL); /* over the dead link, if any */
+        }
+        if (!rc)
+            rc = notify(t);
+        if (!rc) {
+            l = ts_xcalloc(1, sizeof(*l));
+            l->issuer = ts_xstrdup(a->issuer);
+            l->subject = ts_xstrdup(a->subject);
+            l->collection = ts_xstrdup(c->collection);
+            l->id = id;
+            id = NULL;
+            l->claims = json_dup(a->claims);
+            l->created_at = a->now;
+            l->updated_at = a->now;
+            made = true;
+        }
+        free(id);
+    }
+    rc = tx_end(t, rc);
+    if (rc) {
+        ts_external_link_free(l);
+        return rc;
+    }
+    *out = l;
+    *created = made;
+    return TS_OK;
+}
+
+static enum ts_rc pg_external_link(struct ts_store *st, const char *issuer, const char *subject,
+                                   const json_t *claims, const struct ts_external_create *create,
+                                   int64_t now, struct ts_external_link **out, bool *created)
+{
+    bool users = create && is_users(create->collection);
+    if (users && !ts_uuid_valid(create->user->id))
+        return TS_E_INVALID; /* as user_create: the uuid column cannot hold it */
+    struct link_req a = {
+        .issuer = issuer, .subject = subject, .claims = claims, .create = create, .now = now};
+    char *claims_text = json_text(claims), *data = NULL, *um = NULL, *am = NULL;
+    a.claims_text = claims_text;
+    struct params up = {0};
+    if (users) {
+        um = json_dumps(create->user->user_metadata, JSON_COMPACT);
+        am = json_dumps(create->user->app_metadata, JSON_COMPACT);
+        user_insert_params(&up, create->user, um ? um : "{}", am ? am : "{}");
+        a.user = &up;
+    } else if (create) {
+        data = json_text(create->data);
+        a.data = data;
+    }
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = external_link(&t, &a, out, created);
+    free(claims_text);
+    free(data);
+    free(um);
+    free(am);
+    return rc;
+}
+
+static enum ts_rc external_list(struct op *t, const struct params *p,
+                                struct ts_external_link ***out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_LINK_LIST, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_external_link **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = row_to_link(r, i);
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_external_list(struct ts_store *st, const char *collection, const char *id,
+                                   struct ts_external_link ***out, size_t *out_n)
+{
+    char buf[TS_STORE_ID_LEN + 1];
+    struct params p = {0};
+    p_text(&p, collection);
+    p_text(&p, identity_text(collection, id, buf));
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = external_list(&t, &p, out, out_n);
+    return rc;
+}
+
+/* ---- token exchanges ---- */
+
+/* EXCHANGE_COLS of one row. */
+static struct ts_exchange_row *row_to_exchange(const PGresult *r, int row)
+{
+    struct ts_exchange_row *x = ts_xcalloc(1, sizeof(*x));
+    snprintf(x->id, sizeof(x->id), "%s", PQgetvalue(r, row, 0));
+    x->provider = col_dup(r, row, 1);
+    x->subject = col_dup(r, row, 2);
+    x->collection = col_dup(r, row, 3);
+    x->identity_id = col_dup(r, row, 4);
+    x->token_id = col_dup(r, row, 5);
+    x->token_type = col_dup(r, row, 6);
+    x->meta = col_json(r, row, 7);
+    x->created_at = col_i64(r, row, 8);
+    x->expires_at = col_i64(r, row, 9);
+    return x;
+}
+
+/* One statement; no notification: a record changes no answer that any node may cache. */
+static enum ts_rc pg_exchange_record(struct ts_store *st, const struct ts_exchange_row *row)
+{
+    char buf[TS_STORE_ID_LEN + 1];
+    char *meta = json_text(row->meta);
+    struct params p = {0};
+    p_text(&p, row->id);
+    p_text(&p, row->provider);
+    p_text(&p, row->subject);
+    p_text(&p, row->collection);
+    p_text(&p, identity_text(row->collection, row->identity_id, buf));
+    p_text(&p, row->token_id);
+    p_text(&p, row->token_type);
+    p_text(&p, meta);
+    p_i64(&p, row->created_at);
+    p_i64(&p, row->expires_at);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = run(&t, S_EXCHANGE_INSERT, &p, NULL); /* 23505: the id exists */
+    free(meta);
+    return rc;
+}
+
+static enum ts_rc exchange_list(struct op *t, enum stmt_id id, const struct params *p,
+                                struct ts_exchange_row ***out, size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, id, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_exchange_row **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = row_to_exchange(r, i);
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_exchange_list(struct ts_store *st, const char *collection, const char *id,
+                                   const char *after, int64_t limit, int64_t now,
+                                   struct ts_exchange_row ***out, size_t *out_n)
+{
+    char buf[TS_STORE_ID_LEN + 1];
+    struct params p = {0};
+    p_i64(&p, now);
+    p_text(&p, after ? after : ""); /* every id sorts after "" */
+    p_i64(&p, limit);
+    enum stmt_id sid = S_EXCHANGE_LIST;
+    if (collection) {
+        sid = S_EXCHANGE_LIST_IDENTITY;
+        p_text(&p, collection);
+        p_text(&p, identity_text(collection, id, buf));
+    }
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = exchange_list(&t, sid, &p, out, out_n);
+    return rc;
+}
+
 /* ---- the sweeper ---- */
 
 /* One kind's batch: a short transaction that notifies when it deleted anything. */
@@ -3344,9 +3881,9 @@ static enum ts_rc sweep_batch(struct op *t, enum stmt_id id, const struct params
     return rc;
 }
 
-/* Expired documents: the batch is deleted first (locking it), then, by a second statement
- * that sees every token committed meanwhile, the tokens and keys bound to it, named by the
- * arrays of collections and ids the first statement returned. */
+/* Expired documents: the batch is deleted first (locking it), then, by statements that see
+ * every token and link committed meanwhile, the tokens, keys and external links bound to it,
+ * named by the arrays of collections and ids the first statement returned. */
 static enum ts_rc sweep_docs(struct op *t, const struct params *p, int64_t *deleted)
 {
     enum ts_rc rc = tx_begin(t);
@@ -3361,6 +3898,8 @@ static enum ts_rc sweep_docs(struct op *t, const struct params *p, int64_t *dele
             p_text(&tp, PQgetvalue(r, 0, 1));
             p_text(&tp, PQgetvalue(r, 0, 2));
             rc = run(t, S_SWEEP_DOC_TOKENS, &tp, NULL);
+            if (!rc)
+                rc = run(t, S_SWEEP_DOC_LINKS, &tp, NULL);
         }
         PQclear(r);
     }
@@ -3401,6 +3940,8 @@ static enum ts_rc pg_sweep(struct ts_store *st, int64_t now, int64_t refresh_bef
         rc = sweep_kind(s, S_SWEEP_SESSIONS, NULL, now, batch, &out->sessions);
     if (!rc)
         rc = sweep_kind(s, S_SWEEP_REFRESH, NULL, refresh_before, batch, &out->refresh_tokens);
+    if (!rc)
+        rc = sweep_kind(s, S_SWEEP_EXCHANGES, NULL, now, batch, &out->exchanges);
     return rc;
 }
 
@@ -3583,6 +4124,15 @@ static const struct ts_store_ops pg_ops = {
     .secrets_delete_for_identity = pg_secrets_delete_for_identity,
     .session_list = pg_session_list,
     .sweep = pg_sweep,
+    .provider_create = pg_provider_create,
+    .provider_update = pg_provider_update,
+    .provider_get = pg_provider_get,
+    .provider_list = pg_provider_list,
+    .provider_delete = pg_provider_delete,
+    .external_link = pg_external_link,
+    .external_list = pg_external_list,
+    .exchange_record = pg_exchange_record,
+    .exchange_list = pg_exchange_list,
 };
 
 /* ^[a-z_][a-z0-9_]{0,62}$: a name PostgreSQL takes as is, quoted or not. */

@@ -189,6 +189,41 @@ static const char *const migrations[] = {
      * to sweep, quadratic in their number) */
     "DROP INDEX tokens_expiry;"
     "CREATE INDEX tokens_expiry ON tokens(kind, expires_at) WHERE expires_at IS NOT NULL;",
+    /* 5: external identity providers (AccessProviders), the links from an outside (issuer,
+     * subject) to an identity, and the record of token exchanges (issue 5) */
+    "CREATE TABLE access_providers("
+    "  name TEXT PRIMARY KEY,"
+    "  issuer TEXT NOT NULL UNIQUE,"
+    "  config TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE external_identities("
+    "  issuer TEXT NOT NULL,"
+    "  subject TEXT NOT NULL,"
+    "  identity_collection TEXT NOT NULL,"
+    "  identity_id TEXT NOT NULL,"
+    "  claims TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY(issuer, subject)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX external_identities_identity "
+    "  ON external_identities(identity_collection, identity_id);"
+    "CREATE TABLE exchanges("
+    "  id TEXT PRIMARY KEY,"
+    "  provider TEXT NOT NULL,"
+    "  subject TEXT NOT NULL,"
+    "  identity_collection TEXT NOT NULL,"
+    "  identity_id TEXT NOT NULL,"
+    "  token_id TEXT,"
+    "  token_type TEXT NOT NULL,"
+    "  meta TEXT,"
+    "  created_at INTEGER NOT NULL,"
+    "  expires_at INTEGER NOT NULL"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX exchanges_identity ON exchanges(identity_collection, identity_id);"
+    "CREATE INDEX exchanges_expiry ON exchanges(expires_at);",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -207,6 +242,14 @@ static const char *const migrations[] = {
     "t.id, t.kind, t.identity_collection, t.identity_id, t.role, t.origin, t.description, "        \
     "t.data, t.meta, t.created_at, t.expires_at"
 #define SECRET_NCOLS 11
+#define PROVIDER_COLS "name, issuer, config, created_at, updated_at"
+#define LINK_COLS                                                                                  \
+    "x.issuer, x.subject, x.identity_collection, x.identity_id, x.claims, x.created_at, "          \
+    "x.updated_at"
+#define LINK_NCOLS 7
+#define EXCHANGE_COLS                                                                              \
+    "id, provider, subject, identity_collection, identity_id, token_id, token_type, meta, "        \
+    "created_at, expires_at"
 
 #define STMT_TABLE(X)                                                                              \
     X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
@@ -411,6 +454,48 @@ static const char *const migrations[] = {
                       "not_after <= ?1 LIMIT ?2)")                                                 \
     X(SWEEP_REFRESH, "DELETE FROM refresh_tokens WHERE hash IN (SELECT hash FROM refresh_tokens "  \
                      "WHERE revoked_at < ?1 LIMIT ?2)")                                            \
+    /* the same documents as SWEEP_DOCS, whose external links go first */                          \
+    X(SWEEP_DOC_LINKS,                                                                             \
+      "DELETE FROM external_identities WHERE (identity_collection, identity_id) IN (SELECT "       \
+      "collection, id FROM documents WHERE expires_at <= ?1 ORDER BY expires_at, collection, id "  \
+      "LIMIT ?2)")                                                                                 \
+    X(SWEEP_EXCHANGES, "DELETE FROM exchanges WHERE id IN (SELECT id FROM exchanges WHERE "        \
+                       "expires_at <= ?1 LIMIT ?2)")                                               \
+    X(PROVIDER_INSERT,                                                                             \
+      "INSERT INTO access_providers(" PROVIDER_COLS ") VALUES(?1, ?2, ?3, ?4, ?5)")                \
+    X(PROVIDER_UPDATE, "UPDATE access_providers SET issuer = ?2, config = ?3, updated_at = ?4 "    \
+                       "WHERE name = ?1")                                                          \
+    X(PROVIDER_GET, "SELECT " PROVIDER_COLS " FROM access_providers WHERE name = ?1")              \
+    X(PROVIDER_LIST, "SELECT " PROVIDER_COLS " FROM access_providers ORDER BY name")               \
+    X(PROVIDER_DELETE, "DELETE FROM access_providers WHERE name = ?1")                             \
+    /* a link, with its identity's created_at when the identity is live at ?3 (else NULL) */       \
+    X(LINK_FIND,                                                                                   \
+      "SELECT " LINK_COLS ", CASE WHEN x.identity_collection = 'users' THEN (SELECT i.created_at " \
+      "FROM identities i WHERE i.id = x.identity_id AND i.collection = 'users' AND "               \
+      "i.deleted_at IS NULL) ELSE (SELECT d.created_at FROM documents d WHERE "                    \
+      "d.collection = x.identity_collection AND d.id = x.identity_id AND "                         \
+      "(d.expires_at IS NULL OR d.expires_at > ?3)) END "                                          \
+      "FROM external_identities x WHERE x.issuer = ?1 AND x.subject = ?2")                         \
+    X(LINK_TOUCH, "UPDATE external_identities SET claims = coalesce(?3, claims), updated_at = ?4 " \
+                  "WHERE issuer = ?1 AND subject = ?2")                                            \
+    X(LINK_DELETE, "DELETE FROM external_identities WHERE issuer = ?1 AND subject = ?2")           \
+    X(LINK_INSERT, "INSERT INTO external_identities(issuer, subject, identity_collection, "        \
+                   "identity_id, claims, "                                                         \
+                   "created_at, updated_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?6)")                   \
+    X(LINK_LIST, "SELECT " LINK_COLS " FROM external_identities x WHERE "                          \
+                 "x.identity_collection = ?1 AND x.identity_id = ?2 ORDER BY x.created_at, "       \
+                 "x.issuer, x.subject")                                                            \
+    X(LINKS_DELETE_BOUND,                                                                          \
+      "DELETE FROM external_identities WHERE identity_collection = ?1 AND identity_id = ?2")       \
+    X(COLL_LINKS_DELETE, "DELETE FROM external_identities WHERE identity_collection = ?1")         \
+    X(EXCHANGE_INSERT, "INSERT INTO exchanges(" EXCHANGE_COLS ") "                                 \
+                       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")                          \
+    X(EXCHANGE_LIST, "SELECT " EXCHANGE_COLS " FROM exchanges WHERE expires_at > ?1 AND id > ?2 "  \
+                     "ORDER BY id LIMIT ?3")                                                       \
+    /* of one identity: through exchanges_identity rather than every exchange */                   \
+    X(EXCHANGE_LIST_IDENTITY,                                                                      \
+      "SELECT " EXCHANGE_COLS " FROM exchanges WHERE identity_collection = ?4 AND "                \
+      "identity_id = ?5 AND expires_at > ?1 AND id > ?2 ORDER BY id LIMIT ?3")                     \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(DATA_VERSION, "PRAGMA data_version")
 
@@ -861,6 +946,22 @@ static enum ts_rc upsert_password(struct sq_conn *c, const char *user_id, const 
     return run(c, q, "password upsert");
 }
 
+/* Inserts u and, when hash is not NULL, its password credential (inside the caller's
+ * transaction). TS_E_CONFLICT when the id, e-mail or phone is taken. */
+static enum ts_rc insert_user(struct sq_conn *c, const struct ts_user *u, const char *hash)
+{
+    char *um = NULL, *am = NULL;
+    sqlite3_stmt *q = stmt(c, S_USER_INSERT);
+    if (q)
+        bind_user(q, u, &um, &am);
+    enum ts_rc r = run(c, q, "user insert");
+    free(um);
+    free(am);
+    if (!r && hash)
+        r = upsert_password(c, u->id, hash, u->created_at);
+    return r;
+}
+
 static enum ts_rc sq_user_create(struct ts_store *st, const struct ts_user *u, const char *hash)
 {
     struct sq_store *s = sq(st);
@@ -869,18 +970,8 @@ static enum ts_rc sq_user_create(struct ts_store *st, const struct ts_user *u, c
     if (rc)
         return rc;
     rc = tx_begin(s, c);
-    if (!rc) {
-        char *um = NULL, *am = NULL;
-        sqlite3_stmt *q = stmt(c, S_USER_INSERT);
-        if (q)
-            bind_user(q, u, &um, &am);
-        enum ts_rc r = run(c, q, "user insert");
-        free(um);
-        free(am);
-        if (!r && hash)
-            r = upsert_password(c, u->id, hash, u->created_at);
-        rc = tx_end(s, c, r);
-    }
+    if (!rc)
+        rc = tx_end(s, c, insert_user(c, u, hash));
     release(s, c);
     return rc;
 }
@@ -1014,9 +1105,10 @@ static enum ts_rc run_changed(struct sq_conn *c, sqlite3_stmt *q, const char *wh
     return rc;
 }
 
-/* Deletes every token and key bound to the identity; *deleted (may be NULL) gets the count. */
-static enum ts_rc delete_bound_secrets(struct sq_conn *c, const char *collection, const char *id,
-                                       int64_t *deleted)
+/* Deletes what is bound to an identity about to be deleted: every token and key bound to it
+ * (*deleted, which may be NULL, gets their count) and its external links. */
+static enum ts_rc delete_bound(struct sq_conn *c, const char *collection, const char *id,
+                               int64_t *deleted)
 {
     sqlite3_stmt *q = stmt(c, S_SECRETS_DELETE_BOUND);
     if (q) {
@@ -1026,11 +1118,20 @@ static enum ts_rc delete_bound_secrets(struct sq_conn *c, const char *collection
     enum ts_rc rc = run(c, q, "secrets delete");
     if (!rc && deleted)
         *deleted = sqlite3_changes(c->db);
+    if (!rc) {
+        q = stmt(c, S_LINKS_DELETE_BOUND);
+        if (q) {
+            bind_text(q, 1, collection);
+            bind_text(q, 2, id);
+        }
+        rc = run(c, q, "links delete");
+    }
     return rc;
 }
 
-/* The user's credentials, sessions and refresh tokens cascade from the identity; tokens and
- * keys are no foreign keys (their identity may be a document) and go explicitly. */
+/* The user's credentials, sessions and refresh tokens cascade from the identity; tokens, keys
+ * and external links are no foreign keys (their identity may be a document) and go
+ * explicitly. */
 static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
 {
     struct sq_store *s = sq(st);
@@ -1045,7 +1146,7 @@ static enum ts_rc sq_user_delete(struct ts_store *st, const char *id)
             bind_text(q, 1, id);
         enum ts_rc r = run_changed(c, q, "user delete");
         if (!r)
-            r = delete_bound_secrets(c, "users", id, NULL);
+            r = delete_bound(c, "users", id, NULL);
         rc = tx_end(s, c, r);
     }
     release(s, c);
@@ -1843,11 +1944,11 @@ static enum ts_rc delete_identity_secrets(struct sq_conn *c, enum ts_secret_kind
     return rc;
 }
 
-/* Deletes a document with the tokens and keys bound to it; its index entries and credential
- * go with it (ON DELETE CASCADE). */
+/* Deletes a document with the tokens, keys and external links bound to it; its index entries
+ * and credential go with it (ON DELETE CASCADE). */
 static enum ts_rc purge_doc(struct sq_conn *c, const char *collection, const char *id)
 {
-    enum ts_rc rc = delete_bound_secrets(c, collection, id, NULL);
+    enum ts_rc rc = delete_bound(c, collection, id, NULL);
     if (rc)
         return rc;
     sqlite3_stmt *q = stmt(c, S_DOC_DELETE);
@@ -1951,7 +2052,8 @@ static enum ts_rc sq_collection_delete(struct ts_store *st, const char *name)
         return rc;
     rc = tx_begin(s, c);
     if (!rc) {
-        /* documents, indexes, entries and credentials cascade from the collection */
+        /* documents, indexes, entries and credentials cascade from the collection; its
+         * documents' tokens, keys and external links go explicitly */
         sqlite3_stmt *q = stmt(c, S_COLL_DELETE);
         if (q)
             bind_text(q, 1, name);
@@ -1961,6 +2063,12 @@ static enum ts_rc sq_collection_delete(struct ts_store *st, const char *name)
             if (q)
                 bind_text(q, 1, name);
             r = run(c, q, "collection secrets delete");
+        }
+        if (!r) {
+            q = stmt(c, S_COLL_LINKS_DELETE);
+            if (q)
+                bind_text(q, 1, name);
+            r = run(c, q, "collection links delete");
         }
         rc = tx_end(s, c, r);
     }
@@ -2957,14 +3065,422 @@ static enum ts_rc sq_session_list(struct ts_store *st, const char *user_id,
     return TS_OK;
 }
 
+/* ---- external identity providers (AccessProviders) and the identities they vouch for ---- */
+
+static struct ts_access_provider *row_to_provider(sqlite3_stmt *s)
+{
+    struct ts_access_provider *p = ts_xcalloc(1, sizeof(*p));
+    p->name = col_strdup(s, 0);
+    p->issuer = col_strdup(s, 1);
+    p->config = col_json_object(s, 2);
+    p->created_at = sqlite3_column_int64(s, 3);
+    p->updated_at = sqlite3_column_int64(s, 4);
+    return p;
+}
+
+static enum ts_rc sq_provider_create(struct ts_store *st, const struct ts_access_provider *p)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *config = json_text(p->config);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_PROVIDER_INSERT);
+        if (q) {
+            bind_text(q, 1, p->name);
+            bind_text(q, 2, p->issuer);
+            bind_text(q, 3, config);
+            sqlite3_bind_int64(q, 4, p->created_at);
+            sqlite3_bind_int64(q, 5, p->updated_at);
+        }
+        /* the name (primary key) or the issuer (unique) taken: TS_E_CONFLICT */
+        rc = tx_end(s, c, run(c, q, "provider insert"));
+    }
+    free(config);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_provider_update(struct ts_store *st, const struct ts_access_provider *p)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *config = json_text(p->config);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_PROVIDER_UPDATE);
+        if (q) {
+            bind_text(q, 1, p->name);
+            bind_text(q, 2, p->issuer);
+            bind_text(q, 3, config);
+            sqlite3_bind_int64(q, 4, p->updated_at);
+        }
+        rc = tx_end(s, c, run_changed(c, q, "provider update"));
+    }
+    free(config);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_provider_get(struct ts_store *st, const char *name,
+                                  struct ts_access_provider **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_PROVIDER_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, name);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW)
+            *out = row_to_provider(q);
+        rc = r == SQLITE_ROW    ? TS_OK
+             : r == SQLITE_DONE ? TS_E_NOT_FOUND
+                                : map_rc(c, r, "provider get");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_provider_list(struct ts_store *st, struct ts_access_provider ***out,
+                                   size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_access_provider **list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_PROVIDER_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            list[n++] = row_to_provider(q);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "provider list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_access_providers_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_provider_delete(struct ts_store *st, const char *name)
+{
+    return write_one_text(st, S_PROVIDER_DELETE, name, true, "provider delete");
+}
+
+static struct ts_external_link *row_to_link(sqlite3_stmt *s)
+{
+    struct ts_external_link *l = ts_xcalloc(1, sizeof(*l));
+    l->issuer = col_strdup(s, 0);
+    l->subject = col_strdup(s, 1);
+    l->collection = col_strdup(s, 2);
+    l->id = col_strdup(s, 3);
+    l->claims = col_json(s, 4);
+    l->created_at = sqlite3_column_int64(s, 5);
+    l->updated_at = sqlite3_column_int64(s, 6);
+    return l;
+}
+
+/* The link of (issuer, subject), or *out NULL when there is none; *live tells whether its
+ * identity is live at now and was created no later than the link. */
+static enum ts_rc find_link(struct sq_conn *c, const char *issuer, const char *subject, int64_t now,
+                            struct ts_external_link **out, bool *live)
+{
+    *out = NULL;
+    *live = false;
+    sqlite3_stmt *q = stmt(c, S_LINK_FIND);
+    if (!q)
+        return TS_E_STORE;
+    bind_text(q, 1, issuer);
+    bind_text(q, 2, subject);
+    sqlite3_bind_int64(q, 3, now);
+    int r = sqlite3_step(q);
+    enum ts_rc rc = r == SQLITE_ROW || r == SQLITE_DONE ? TS_OK : map_rc(c, r, "link find");
+    if (r == SQLITE_ROW) {
+        *out = row_to_link(q);
+        *live = sqlite3_column_type(q, LINK_NCOLS) != SQLITE_NULL &&
+                sqlite3_column_int64(q, LINK_NCOLS) <= (*out)->created_at;
+    }
+    done(q);
+    return rc;
+}
+
+/* Creates the identity cr describes, inside the caller's transaction: a user inserted as
+ * user_create does, or a document with a fresh id, data cr->data, no expiry, and its entries
+ * in its collection's indexes as doc_write makes them (a unique term taken: TS_E_CONFLICT).
+ * *out_id gets the new identity's id (heap). */
+static enum ts_rc create_identity(struct sq_conn *c, const struct ts_external_create *cr,
+                                  int64_t now, char **out_id)
+{
+    if (is_users(cr->collection)) {
+        enum ts_rc rc = insert_user(c, cr->user, NULL);
+        if (!rc)
+            *out_id = ts_xstrdup(cr->user->id);
+        return rc;
+    }
+    enum ts_rc rc = collection_exists(c, cr->collection);
+    if (rc)
+        return rc;
+    char id[TS_STORE_ID_LEN + 1];
+    ts_uuid_v4(id);
+    struct ts_doc_write w = {.mode = TS_DOC_CREATE,
+                             .collection = cr->collection,
+                             .id = id,
+                             .data = cr->data,
+                             .now = now};
+    char *data = json_text(cr->data);
+    rc = put_doc(c, true, &w, data, now, now);
+    free(data);
+    if (!rc)
+        rc = index_doc(c, cr->collection, id, cr->data, now);
+    if (!rc)
+        *out_id = ts_xstrdup(id);
+    return rc;
+}
+
+/* One write transaction: the link is looked up, touched if live, or (with create) its dead
+ * predecessor deleted and a new identity and link made, so two callers never both create. */
+static enum ts_rc sq_external_link(struct ts_store *st, const char *issuer, const char *subject,
+                                   const json_t *claims, const struct ts_external_create *create,
+                                   int64_t now, struct ts_external_link **out, bool *created)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *claims_text = json_text(claims);
+    struct ts_external_link *link = NULL;
+    bool made = false;
+    rc = tx_begin(s, c);
+    if (rc)
+        goto out;
+    bool live = false;
+    enum ts_rc r = find_link(c, issuer, subject, now, &link, &live);
+    sqlite3_stmt *q;
+    if (!r && link && live) {
+        q = stmt(c, S_LINK_TOUCH);
+        if (q) {
+            bind_text(q, 1, issuer);
+            bind_text(q, 2, subject);
+            bind_text(q, 3, claims_text);
+            sqlite3_bind_int64(q, 4, now);
+        }
+        r = run(c, q, "link touch");
+        if (!r && claims_text) {
+            json_decref(link->claims);
+            link->claims = json_loads(claims_text, JSON_DECODE_ANY, NULL); /* as stored */
+        }
+        link->updated_at = now;
+    } else if (!r && !create) {
+        r = TS_E_NOT_FOUND; /* a dead link is left as it is */
+    } else if (!r) {
+        if (link) { /* dead: its identity is gone or another one holds the id now */
+            q = stmt(c, S_LINK_DELETE);
+            if (q) {
+                bind_text(q, 1, issuer);
+                bind_text(q, 2, subject);
+            }
+            r = run(c, q, "link delete");
+            ts_external_link_free(link);
+            link = NULL;
+        }
+        char *id = NULL;
+        if (!r)
+            r = create_identity(c, create, now, &id);
+        if (!r) {
+            q = stmt(c, S_LINK_INSERT);
+            if (q) {
+                bind_text(q, 1, issuer);
+                bind_text(q, 2, subject);
+                bind_text(q, 3, create->collection);
+                bind_text(q, 4, id);
+                bind_text(q, 5, claims_text);
+                sqlite3_bind_int64(q, 6, now);
+            }
+            r = run(c, q, "link insert");
+        }
+        if (!r) {
+            link = ts_xcalloc(1, sizeof(*link));
+            link->issuer = ts_xstrdup(issuer);
+            link->subject = ts_xstrdup(subject);
+            link->collection = ts_xstrdup(create->collection);
+            link->id = id;
+            id = NULL;
+            link->claims = claims_text ? json_loads(claims_text, JSON_DECODE_ANY, NULL) : NULL;
+            link->created_at = now;
+            link->updated_at = now;
+            made = true;
+        }
+        free(id);
+    }
+    rc = tx_end(s, c, r);
+out:
+    free(claims_text);
+    release(s, c);
+    if (rc) {
+        ts_external_link_free(link);
+        return rc;
+    }
+    *out = link;
+    *created = made;
+    return TS_OK;
+}
+
+static enum ts_rc sq_external_list(struct ts_store *st, const char *collection, const char *id,
+                                   struct ts_external_link ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_external_link **list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_LINK_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        bind_text(q, 1, collection);
+        bind_text(q, 2, id);
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            list[n++] = row_to_link(q);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "link list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_external_links_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+/* ---- token exchanges ---- */
+
+static struct ts_exchange_row *row_to_exchange(sqlite3_stmt *s)
+{
+    struct ts_exchange_row *r = ts_xcalloc(1, sizeof(*r));
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(r->id, sizeof(r->id), "%s", id ? id : "");
+    r->provider = col_strdup(s, 1);
+    r->subject = col_strdup(s, 2);
+    r->collection = col_strdup(s, 3);
+    r->identity_id = col_strdup(s, 4);
+    r->token_id = col_strdup(s, 5);
+    r->token_type = col_strdup(s, 6);
+    r->meta = col_json(s, 7);
+    r->created_at = sqlite3_column_int64(s, 8);
+    r->expires_at = sqlite3_column_int64(s, 9);
+    return r;
+}
+
+static enum ts_rc sq_exchange_record(struct ts_store *st, const struct ts_exchange_row *row)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *meta = json_text(row->meta);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_EXCHANGE_INSERT);
+        if (q) {
+            bind_text(q, 1, row->id);
+            bind_text(q, 2, row->provider);
+            bind_text(q, 3, row->subject);
+            bind_text(q, 4, row->collection);
+            bind_text(q, 5, row->identity_id);
+            bind_text(q, 6, row->token_id);
+            bind_text(q, 7, row->token_type);
+            bind_text(q, 8, meta);
+            sqlite3_bind_int64(q, 9, row->created_at);
+            sqlite3_bind_int64(q, 10, row->expires_at);
+        }
+        rc = tx_end(s, c, run(c, q, "exchange insert"));
+    }
+    free(meta);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_exchange_list(struct ts_store *st, const char *collection, const char *id,
+                                   const char *after, int64_t limit, int64_t now,
+                                   struct ts_exchange_row ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_exchange_row **list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, id ? S_EXCHANGE_LIST_IDENTITY : S_EXCHANGE_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        sqlite3_bind_int64(q, 1, now);
+        bind_text(q, 2, after ? after : ""); /* every id sorts after "" */
+        sqlite3_bind_int64(q, 3, limit);
+        if (id) {
+            bind_text(q, 4, collection);
+            bind_text(q, 5, id);
+        }
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            list[n++] = row_to_exchange(q);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "exchange list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_exchange_rows_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
 /* ---- the sweeper ---- */
 
 /*
- * One kind of the sweep, as its own short transaction: runs pre (unless S__COUNT: deletes
- * what is bound to the rows about to go) then del, both with ?1 = cutoff and ?2 = batch, and
- * ?3 = kind when kind is not NULL. *count gets the rows del deleted (cascades not counted).
+ * One kind of the sweep, as its own short transaction: runs pre[0] and pre[1] (each unless
+ * S__COUNT: they delete what is bound to the rows about to go) then del, all with ?1 = cutoff
+ * and ?2 = batch, and ?3 = kind when kind is not NULL. *count gets the rows del deleted
+ * (cascades not counted).
  */
-static enum ts_rc sweep_kind(struct sq_store *s, struct sq_conn *c, enum stmt_id pre,
+static enum ts_rc sweep_kind(struct sq_store *s, struct sq_conn *c, const enum stmt_id pre[2],
                              enum stmt_id del, const char *kind, int64_t cutoff, int64_t batch,
                              int64_t *count)
 {
@@ -2973,8 +3489,8 @@ static enum ts_rc sweep_kind(struct sq_store *s, struct sq_conn *c, enum stmt_id
         return rc;
     enum ts_rc r = TS_OK;
     int64_t n = 0;
-    for (int step = 0; !r && step < 2; step++) {
-        enum stmt_id id = step == 0 ? pre : del;
+    for (int step = 0; !r && step < 3; step++) {
+        enum stmt_id id = step < 2 ? pre[step] : del;
         if (id == S__COUNT)
             continue;
         sqlite3_stmt *q = stmt(c, id);
@@ -3002,20 +3518,24 @@ static enum ts_rc sq_sweep(struct ts_store *st, int64_t now, int64_t refresh_bef
     enum ts_rc rc = acquire(s, &c);
     if (rc)
         return rc;
+    static const enum stmt_id none[2] = {S__COUNT, S__COUNT};
+    static const enum stmt_id doc_bound[2] = {S_SWEEP_DOC_SECRETS, S_SWEEP_DOC_LINKS};
     /* out holds what earlier kinds deleted even when a later one fails (store_docs.c moves
      * the epoch from it) */
-    rc = sweep_kind(s, c, S__COUNT, S_SWEEP_SECRETS, ts__secret_kind_text(TS_SECRET_TOKEN), now,
-                    batch, &out->tokens);
+    rc = sweep_kind(s, c, none, S_SWEEP_SECRETS, ts__secret_kind_text(TS_SECRET_TOKEN), now, batch,
+                    &out->tokens);
     if (!rc)
-        rc = sweep_kind(s, c, S__COUNT, S_SWEEP_SECRETS, ts__secret_kind_text(TS_SECRET_KEY), now,
+        rc = sweep_kind(s, c, none, S_SWEEP_SECRETS, ts__secret_kind_text(TS_SECRET_KEY), now,
                         batch, &out->keys);
     if (!rc)
-        rc = sweep_kind(s, c, S_SWEEP_DOC_SECRETS, S_SWEEP_DOCS, NULL, now, batch, &out->documents);
+        rc = sweep_kind(s, c, doc_bound, S_SWEEP_DOCS, NULL, now, batch, &out->documents);
     if (!rc)
-        rc = sweep_kind(s, c, S__COUNT, S_SWEEP_SESSIONS, NULL, now, batch, &out->sessions);
+        rc = sweep_kind(s, c, none, S_SWEEP_SESSIONS, NULL, now, batch, &out->sessions);
     if (!rc)
-        rc = sweep_kind(s, c, S__COUNT, S_SWEEP_REFRESH, NULL, refresh_before, batch,
+        rc = sweep_kind(s, c, none, S_SWEEP_REFRESH, NULL, refresh_before, batch,
                         &out->refresh_tokens);
+    if (!rc)
+        rc = sweep_kind(s, c, none, S_SWEEP_EXCHANGES, NULL, now, batch, &out->exchanges);
     release(s, c);
     return rc;
 }
@@ -3098,6 +3618,15 @@ static const struct ts_store_ops sqlite_ops = {
     .secrets_delete_for_identity = sq_secrets_delete_for_identity,
     .session_list = sq_session_list,
     .sweep = sq_sweep,
+    .provider_create = sq_provider_create,
+    .provider_update = sq_provider_update,
+    .provider_get = sq_provider_get,
+    .provider_list = sq_provider_list,
+    .provider_delete = sq_provider_delete,
+    .external_link = sq_external_link,
+    .external_list = sq_external_list,
+    .exchange_record = sq_exchange_record,
+    .exchange_list = sq_exchange_list,
 };
 
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,
