@@ -60,6 +60,12 @@ static const struct ts_http_route routes[] = {
     {TS_HTTP_DELETE, "/v1/me/sessions/{item}", v1_me_session_delete},
     {TS_HTTP_GET, "/v1/identities/{id}/sessions", v1_identity_sessions},
     {TS_HTTP_DELETE, "/v1/identities/{id}/sessions/{item}", v1_identity_session_delete},
+    {TS_HTTP_GET, "/v1/access-providers", v1_providers_list},
+    {TS_HTTP_POST, "/v1/access-providers", v1_providers_create},
+    {TS_HTTP_GET, "/v1/access-providers/{name}", v1_provider_get},
+    {TS_HTTP_PUT, "/v1/access-providers/{name}", v1_provider_put},
+    {TS_HTTP_DELETE, "/v1/access-providers/{name}", v1_provider_delete},
+    {TS_HTTP_POST, "/v1/oauth/token", v1_oauth_token},
 };
 
 /* ---- per-request state and responses ---- */
@@ -501,6 +507,47 @@ static enum ts_rc put_email_identity(struct ts_buf *b, const struct ts_user *u)
     return rc;
 }
 
+/* The identity of a user who came through an outside provider (the id_token grant): its
+ * provider is app_metadata.provider and its data the claims kept in user_metadata, as GoTrue
+ * fills them at sign-up. */
+static enum ts_rc put_external_identity(struct ts_buf *b, const struct ts_user *u,
+                                        const char *provider)
+{
+    const char *sub = json_string_value(json_object_get(u->user_metadata, "sub"));
+    if (!sub)
+        return TS_OK;
+    uint8_t h[32];
+    char seed[600];
+    snprintf(seed, sizeof(seed), "identity:%s:%s:%s", provider, sub, u->id);
+    ts_sha256(seed, strlen(seed), h);
+    h[6] = (uint8_t)((h[6] & 0x0f) | 0x40);
+    h[8] = (uint8_t)((h[8] & 0x3f) | 0x80);
+    char hex[33];
+    ts_hex_encode(h, 16, hex);
+    enum ts_rc rc = ts_buf_appendf(b, "{\"identity_id\":\"%.8s-%.4s-%.4s-%.4s-%.12s\",\"id\":\"",
+                                   hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    if (!rc)
+        rc = ts_buf_append_json_escaped(b, sub);
+    if (!rc)
+        rc = ts_buf_appendf(b, "\",\"user_id\":\"%s\"", u->id);
+    if (!rc)
+        rc = put_json(b, "identity_data", u->user_metadata);
+    if (!rc)
+        rc = put_str(b, "provider", provider);
+    if (!rc && u->email)
+        rc = put_str(b, "email", u->email);
+    if (!rc)
+        rc =
+            put_time(b, "last_sign_in_at", u->last_sign_in_at ? u->last_sign_in_at : u->created_at);
+    if (!rc)
+        rc = put_time(b, "created_at", u->created_at);
+    if (!rc)
+        rc = put_time(b, "updated_at", u->updated_at);
+    if (!rc)
+        rc = ts_buf_append(b, "}", 1);
+    return rc;
+}
+
 enum ts_rc api_user_write(struct ts_buf *b, const struct ts_user *u, bool hide_identities)
 {
     enum ts_rc rc = ts_buf_appendf(b, "{\"id\":\"%s\"", u->id);
@@ -533,7 +580,11 @@ enum ts_rc api_user_write(struct ts_buf *b, const struct ts_user *u, bool hide_i
         rc = put_json(b, "user_metadata", u->user_metadata);
     if (!rc)
         rc = ts_buf_append_str(b, ",\"identities\":[");
-    if (!rc && u->email && !u->is_anonymous && !hide_identities)
+    const char *provider = json_string_value(json_object_get(u->app_metadata, "provider"));
+    bool external = provider && strcmp(provider, "email") != 0 && strcmp(provider, "phone") != 0;
+    if (!rc && external && !u->is_anonymous && !hide_identities)
+        rc = put_external_identity(b, u, provider);
+    else if (!rc && u->email && !u->is_anonymous && !hide_identities)
         rc = put_email_identity(b, u);
     if (!rc)
         rc = ts_buf_append(b, "]", 1);
@@ -884,6 +935,10 @@ struct ts_api *ts_api_new(const struct ts_api_deps *deps)
     api->pool = deps->hashpool;
     api->user_cache = api_user_cache_new(API_USER_CACHE_SLOTS);
     api->secret_cache = v1_secret_cache_new(API_USER_CACHE_SLOTS);
+    struct ts_jwks_options jo = ts_jwks_options_default();
+    if (ts_jwks_cache_new(&jo, &api->jwks) != TS_OK)
+        ts_assert_fail("cannot start the JWKS cache", __FILE__, __LINE__);
+    api->ext = v1_ext_new(api->jwks);
     size_t n = 1;
     for (const char *c = api->cfg->jwt_admin_roles; *c; c++)
         n += *c == ',';
@@ -914,6 +969,8 @@ void ts_api_free(struct ts_api *api)
     free(api->admin_roles);
     api_user_cache_free(api->user_cache);
     v1_secret_cache_free(api->secret_cache);
+    v1_ext_free(api->ext);
+    ts_jwks_cache_free(api->jwks);
     free(api);
 }
 

@@ -17,6 +17,8 @@ struct ts_api {
     char **admin_roles;                   /* split JWT_ADMIN_ROLES, NULL-terminated */
     struct api_user_cache *user_cache;    /* GET /user answers by session (api_cache.c) */
     struct v1_secret_cache *secret_cache; /* checked tst_/tsk_ secrets (api_v1.c) */
+    struct ts_jwks_cache *jwks;           /* outside issuers' key sets (src/jwks) */
+    struct v1_ext *ext;                   /* AccessProviders in use (api_v1_ext.c) */
 };
 
 /*
@@ -41,6 +43,8 @@ struct api_req {
     bool versioned;      /* the client sent X-Supabase-Api-Version >= 2024-01-01 */
     const char *user_id; /* the authenticated user, for the log line */
     void *work;          /* the handler's state while the request is parked */
+    bool ext_waited;     /* the request already waited once for a key set */
+    void *ext_wait;      /* what it waits for (api_v1_ext.c) */
 };
 
 /*
@@ -202,6 +206,8 @@ void api_user_get(struct ts_http_req *req);
 void api_user_put(struct ts_http_req *req);
 void api_logout(struct ts_http_req *req);
 void api_token(struct ts_http_req *req);
+/* POST /token?grant_type=id_token (api_idtoken.c), with the request's body. */
+void api_grant_id_token(struct ts_http_req *req, json_t *body);
 void api_admin_users_list(struct ts_http_req *req);
 void api_admin_users_create(struct ts_http_req *req);
 void api_admin_user_get(struct ts_http_req *req);

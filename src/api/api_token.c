@@ -183,6 +183,8 @@ void api_token(struct ts_http_req *req)
         grant = api_str(b, "grant_type", &bad);
     if (grant && strcmp(grant, "password") == 0)
         grant_password(req, b);
+    else if (grant && strcmp(grant, "id_token") == 0)
+        api_grant_id_token(req, b);
     else if (grant && strcmp(grant, "refresh_token") == 0)
         grant_refresh(req, b);
     else

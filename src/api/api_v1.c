@@ -135,8 +135,8 @@ static struct v1_slot *slot_of(struct v1_secret_cache *c, const uint8_t hash[TS_
     return &c->slots[h % c->n];
 }
 
-static bool cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
-                      uint64_t epoch, int64_t now, struct v1_caller *out)
+bool v1_secret_cache_lookup(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
+                            uint64_t epoch, int64_t now, struct v1_caller *out)
 {
     struct v1_slot *s = slot_of(c, hash);
     bool hit = false;
@@ -151,8 +151,8 @@ static bool cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HA
     return hit;
 }
 
-static void cache_put(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
-                      uint64_t epoch, int64_t valid_until, const struct v1_caller *caller)
+void v1_secret_cache_store(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
+                           uint64_t epoch, int64_t valid_until, const struct v1_caller *caller)
 {
     struct v1_slot *s = slot_of(c, hash);
     pthread_mutex_lock(&s->mu);
@@ -237,7 +237,7 @@ static bool caller_from_secret(struct ts_http_req *req, const char *secret, size
     ts_sha256(secret, len, hash);
     int64_t now = ts_now_us();
     uint64_t epoch = ts_store_epoch(api->store);
-    if (cache_get(api->secret_cache, hash, epoch, now, c))
+    if (v1_secret_cache_lookup(api->secret_cache, hash, epoch, now, c))
         return true;
     enum ts_secret_state state;
     struct ts_secret_row *row = NULL;
@@ -265,7 +265,51 @@ static bool caller_from_secret(struct ts_http_req *req, const char *secret, size
     c->expires_at = row->expires_at;
     memcpy(c->hash, hash, sizeof(hash));
     ts_secret_row_free(row);
-    cache_put(api->secret_cache, hash, epoch, valid_until, c);
+    v1_secret_cache_store(api->secret_cache, hash, epoch, valid_until, c);
+    return true;
+}
+
+/* A token from /v1/oauth/token: its identity must still be live. */
+static bool caller_from_exchange(struct ts_http_req *req, const char *tok, size_t len,
+                                 const struct ts_principal *p, struct v1_caller *c)
+{
+    struct ts_api *api = ts_http_app(req);
+    uint8_t hash[TS_SECRET_HASH_LEN];
+    ts_sha256(tok, len, hash);
+    int64_t now = ts_now_us();
+    uint64_t epoch = ts_store_epoch(api->store);
+    if (v1_secret_cache_lookup(api->secret_cache, hash, epoch, now, c))
+        return true;
+    const char *slash = strchr(p->identity, '/');
+    char coll[TS_STORE_NAME_MAX + 1];
+    size_t cl = (size_t)(slash - p->identity);
+    if (cl == 0 || cl > TS_STORE_NAME_MAX) {
+        v1_unauthorized(req, "exchanged token names a bad identity");
+        return false;
+    }
+    memcpy(coll, p->identity, cl);
+    coll[cl] = '\0';
+    char **colls = NULL;
+    size_t n = 0;
+    enum ts_rc rc = ts_store_identity_collections(api->store, slash + 1, now, &colls, &n);
+    if (rc) {
+        v1_fail(req, rc, "identity check");
+        return false;
+    }
+    bool live = false;
+    for (size_t i = 0; i < n; i++)
+        live = live || strcmp(colls[i], coll) == 0;
+    ts_strings_free(colls, n);
+    if (!live) {
+        v1_unauthorized(req, "identity of an exchanged token gone");
+        return false;
+    }
+    memset(c, 0, sizeof(*c));
+    c->kind = V1_JWT_EXCHANGE;
+    set_identity(c, coll, slash + 1);
+    c->expires_at = p->exp * 1000000;
+    memcpy(c->hash, hash, sizeof(hash));
+    v1_secret_cache_store(api->secret_cache, hash, epoch, c->expires_at, c);
     return true;
 }
 
@@ -273,11 +317,16 @@ static bool caller_from_jwt(struct ts_http_req *req, const char *tok, size_t len
                             struct v1_caller *c)
 {
     struct ts_api *api = ts_http_app(req);
+    struct v1_jwt_peek pk;
+    if (v1_jwt_peek(tok, len, &pk) && strcmp(pk.iss, api->cfg->jwt_issuer) != 0)
+        return v1_caller_external(req, tok, len, &pk, c);
     struct ts_principal p;
     if (ts_keyring_verify(api->keyring, tok, len, &p) != TS_OK) {
         v1_unauthorized(req, "JWT failed verification");
         return false;
     }
+    if (p.identity[0])
+        return caller_from_exchange(req, tok, len, &p, c);
     memset(c, 0, sizeof(*c));
     if (!p.sub[0]) {
         for (char **r = api->admin_roles; *r; r++)

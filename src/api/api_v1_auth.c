@@ -674,6 +674,14 @@ void v1_me(struct ts_http_req *req)
         json_object_set_new(cred, "role", json_string("admin"));
     if (c.expires_at)
         json_object_set_new(cred, "expires_at", v1_time(c.expires_at));
+    if (c.kind == V1_JWT_EXTERNAL) {
+        json_object_set_new(cred, "provider", json_string(c.ext_provider));
+        json_object_set_new(cred, "sub", json_string(c.ext_sub));
+        static const char *const roles[] = {"client", "server-readonly", "server", "admin"};
+        json_object_set_new(cred, "role", json_string(roles[c.role]));
+    } else if (c.kind == V1_JWT_EXCHANGE) {
+        json_object_set_new(cred, "exchanged", json_true());
+    }
     json_t *doc = json_null();
     if (c.has_identity) {
         if (strcmp(c.identity_collection, "users") == 0) {

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "api_int.h"
+#include "jwks/jwks.h"
 
 #define V1_SECRET_PREFIX_TOKEN "tst_"
 #define V1_SECRET_PREFIX_KEY "tsk_"
@@ -26,11 +27,13 @@ enum v1_role {
 };
 
 enum v1_kind {
-    V1_ANONYMOUS, /* no credential, or the anon JWT */
-    V1_KEY,       /* tsk_ */
-    V1_TOKEN,     /* tst_ */
-    V1_JWT_ADMIN, /* the service_role JWT */
-    V1_JWT_USER,  /* a GoTrue access token */
+    V1_ANONYMOUS,    /* no credential, or the anon JWT */
+    V1_KEY,          /* tsk_ */
+    V1_TOKEN,        /* tst_ */
+    V1_JWT_ADMIN,    /* the service_role JWT */
+    V1_JWT_USER,     /* a GoTrue access token */
+    V1_JWT_EXTERNAL, /* a JWT of an AccessProvider */
+    V1_JWT_EXCHANGE, /* a Tessera access token issued by /v1/oauth/token */
 };
 
 struct v1_caller {
@@ -41,9 +44,11 @@ struct v1_caller {
     bool has_identity;
     char identity_collection[TS_STORE_NAME_MAX + 1];
     char identity_id[TS_STORE_DOC_ID_MAX + 1];
-    char session_id[TS_STORE_ID_LEN + 1]; /* V1_JWT_USER */
-    int64_t expires_at;                   /* of the secret; 0 = never */
-    uint8_t hash[TS_SECRET_HASH_LEN];     /* V1_KEY, V1_TOKEN: the secret's SHA-256 */
+    char session_id[TS_STORE_ID_LEN + 1];     /* V1_JWT_USER */
+    int64_t expires_at;                       /* of the secret; 0 = never */
+    char ext_provider[TS_STORE_NAME_MAX + 1]; /* V1_JWT_EXTERNAL: the AccessProvider */
+    char ext_sub[256];                        /* V1_JWT_EXTERNAL: the token's sub */
+    uint8_t hash[TS_SECRET_HASH_LEN];         /* V1_KEY, V1_TOKEN: the secret's SHA-256 */
 };
 
 /*
@@ -57,6 +62,11 @@ struct v1_secret_cache *v1_secret_cache_new(size_t slots);
 void v1_secret_cache_free(struct v1_secret_cache *c);
 /* Lookups answered from the cache, and those that went to the store. */
 void v1_secret_cache_stats(struct v1_secret_cache *c, int64_t *hits, int64_t *misses);
+/* Looks up / stores a caller under a hash (of a secret or of an outside JWT): see above. */
+bool v1_secret_cache_lookup(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
+                            uint64_t epoch, int64_t now, struct v1_caller *out);
+void v1_secret_cache_store(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
+                           uint64_t epoch, int64_t valid_until, const struct v1_caller *caller);
 /* GET /v1/me's answer kept beside a cached secret (same validity: the epoch it was read at,
  * and the secret's own entry, whose expiry is checked first by v1_caller). */
 bool v1_me_cache_get(struct v1_secret_cache *c, const uint8_t hash[TS_SECRET_HASH_LEN],
@@ -132,6 +142,49 @@ void v1_respond_secret(struct ts_http_req *req, int status, json_t *answer);
 /* Resolves the ttl member of body for a new token: default, maximum (answers 400). */
 bool v1_token_expiry(struct ts_http_req *req, const json_t *body, int64_t now, int64_t *expires_at);
 
+/* ---- outside JWTs (api_v1_ext.c) ---- */
+
+/* The AccessProviders in use and the JWKS cache behind them. */
+struct v1_ext;
+struct v1_ext *v1_ext_new(struct ts_jwks_cache *jwks);
+void v1_ext_free(struct v1_ext *x);
+
+/* What a JWT says about itself before it is verified: enough to pick the issuer and key. */
+struct v1_jwt_peek {
+    enum ts_jose_alg alg;
+    bool has_kid;
+    char kid[256];
+    char iss[520];
+};
+/* False when token is not a JWS of three parts with JSON header and payload naming an iss. */
+bool v1_jwt_peek(const char *token, size_t len, struct v1_jwt_peek *out);
+
+enum v1_key_result { V1_KEY_FOUND, V1_KEY_NONE, V1_KEY_WAITING };
+/*
+ * The key (alg, kid) of the JWKS at uri. When the set must be fetched first, the request is
+ * parked and will start over (ts_http_redispatch) once the fetch has ended: WAITING, and the
+ * handler must return without answering. A request waits at most once.
+ */
+enum v1_key_result v1_jwks_key(struct ts_http_req *req, const char *uri, enum ts_jose_alg alg,
+                               const char *kid, struct ts_jwks_key **out);
+
+enum v1_ext_verdict { V1_EXT_OK, V1_EXT_BAD, V1_EXT_WAITING };
+/*
+ * Verifies an outside JWT: algorithm allowed by alg_mask (never none or HS*), signature with
+ * the key chosen by kid from jwks_uri, exact issuer, an aud holding one of audiences, exp
+ * (required) and nbf with skew seconds, a string sub. OK: *claims_out (new reference).
+ * BAD: *why says why, for the log. WAITING: parked, as v1_jwks_key.
+ */
+enum v1_ext_verdict v1_verify_external(struct ts_http_req *req, const char *token, size_t len,
+                                       const struct v1_jwt_peek *pk, const char *issuer,
+                                       const char *jwks_uri, const char *const *audiences,
+                                       size_t naud, unsigned alg_mask, int64_t skew,
+                                       json_t **claims_out, const char **why);
+/* v1_caller for a JWT whose issuer is not this instance: an AccessProvider's. False when it
+ * answered (401...) or parked the request (nothing answered). */
+bool v1_caller_external(struct ts_http_req *req, const char *token, size_t len,
+                        const struct v1_jwt_peek *pk, struct v1_caller *c);
+
 /* Handlers. */
 void v1_collections_list(struct ts_http_req *req);
 void v1_collections_create(struct ts_http_req *req);
@@ -165,5 +218,11 @@ void v1_me_sessions(struct ts_http_req *req);
 void v1_me_session_delete(struct ts_http_req *req);
 void v1_identity_sessions(struct ts_http_req *req);
 void v1_identity_session_delete(struct ts_http_req *req);
+void v1_providers_list(struct ts_http_req *req);
+void v1_providers_create(struct ts_http_req *req);
+void v1_provider_get(struct ts_http_req *req);
+void v1_provider_put(struct ts_http_req *req);
+void v1_provider_delete(struct ts_http_req *req);
+void v1_oauth_token(struct ts_http_req *req);
 
 #endif

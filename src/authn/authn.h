@@ -112,6 +112,9 @@ struct ts_principal {
     char role[64];
     bool is_anonymous;
     int64_t exp;
+    /* Tokens issued by a /v1 token exchange name their identity "collection/id" in the claim
+     * "tessera_identity" and have neither sub (here) nor session: empty for every other token. */
+    char identity[200];
 };
 
 /* Seconds a retired signing key keeps verifying (and stays published). */

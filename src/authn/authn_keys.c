@@ -318,6 +318,20 @@ static enum ts_rc principal_from_claims(struct ts_keyring *kr, const json_t *cla
                                         struct ts_principal *p)
 {
     memset(p, 0, sizeof(*p));
+    const json_t *ident = json_object_get(claims, "tessera_identity");
+    if (ident) {
+        /* an exchanged token: identity only; never a user session (GoTrue's endpoints refuse
+         * it: no sub) */
+        if (!copy_claim(claims, "role", p->role, sizeof(p->role), true) ||
+            !copy_claim(claims, "tessera_identity", p->identity, sizeof(p->identity), true) ||
+            !strchr(p->identity, '/') || json_object_get(claims, "session_id"))
+            return TS_E_BAD_TOKEN;
+        struct ts_jwt_rules aud_rule = {.audience = kr->audience, .now = ts_now_s()};
+        if (ts_jwt_check_claims(claims, &aud_rule) != TS_OK)
+            return TS_E_BAD_TOKEN;
+        p->exp = (int64_t)json_number_value(json_object_get(claims, "exp"));
+        return TS_OK;
+    }
     if (!copy_claim(claims, "role", p->role, sizeof(p->role), true) ||
         !copy_claim(claims, "sub", p->sub, sizeof(p->sub), false) ||
         !copy_claim(claims, "session_id", p->session_id, sizeof(p->session_id), false))

@@ -470,16 +470,16 @@ int cli_token(int argc, char **argv)
             code = 1;
         } else if (has_flag(argc, argv, "--json")) {
             printf("{\"tokens\":%lld,\"keys\":%lld,\"documents\":%lld,\"sessions\":%lld,"
-                   "\"refresh_tokens\":%lld,\"counters\":%lld,\"ms\":%lld}\n",
+                   "\"refresh_tokens\":%lld,\"exchanges\":%lld,\"counters\":%lld,\"ms\":%lld}\n",
                    (long long)c.tokens, (long long)c.keys, (long long)c.documents,
-                   (long long)c.sessions, (long long)c.refresh_tokens, (long long)c.counters,
-                   (long long)((ts_mono_us() - start) / 1000));
+                   (long long)c.sessions, (long long)c.refresh_tokens, (long long)c.exchanges,
+                   (long long)c.counters, (long long)((ts_mono_us() - start) / 1000));
         } else {
             printf("deleted: %lld tokens, %lld keys, %lld documents, %lld sessions, %lld refresh "
-                   "tokens, %lld counters (%lld ms)\n",
+                   "tokens, %lld exchanges, %lld counters (%lld ms)\n",
                    (long long)c.tokens, (long long)c.keys, (long long)c.documents,
-                   (long long)c.sessions, (long long)c.refresh_tokens, (long long)c.counters,
-                   (long long)((ts_mono_us() - start) / 1000));
+                   (long long)c.sessions, (long long)c.refresh_tokens, (long long)c.exchanges,
+                   (long long)c.counters, (long long)((ts_mono_us() - start) / 1000));
         }
     }
     cli_env_free(&env);

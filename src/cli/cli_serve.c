@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "jwks/jwks.h"
 
 #define KEY_RELOAD_US                                                                              \
     500000                      /* how often serve re-reads the signing keys: a rotation made      \
@@ -30,10 +31,31 @@ struct sweeper {
 void cli_log_sweep(const struct ts_sweep_counts *c, int64_t took_us)
 {
     ts_log_info("sweep: deleted %lld tokens, %lld keys, %lld documents, %lld sessions, %lld "
-                "refresh tokens, %lld counters in %lld ms",
+                "refresh tokens, %lld exchanges, %lld counters in %lld ms",
                 (long long)c->tokens, (long long)c->keys, (long long)c->documents,
-                (long long)c->sessions, (long long)c->refresh_tokens, (long long)c->counters,
-                (long long)(took_us / 1000));
+                (long long)c->sessions, (long long)c->refresh_tokens, (long long)c->exchanges,
+                (long long)c->counters, (long long)(took_us / 1000));
+}
+
+/* EXTERNAL_<NAME>_ISSUER without _JWKS_URI: find the key set by OpenID discovery, once, at
+ * start-up (a provider whose discovery fails is logged and stays unusable until a restart). */
+static void discover_externals(struct ts_config *cfg)
+{
+    struct ts_jwks_options jo = ts_jwks_options_default();
+    for (int i = 0; i < cfg->n_externals; i++) {
+        struct ts_external_cfg *e = &cfg->externals[i];
+        if (!e->enabled || !e->issuer || !*e->issuer || (e->jwks_uri && *e->jwks_uri))
+            continue;
+        char *uri = NULL, *err = NULL;
+        if (ts_jwks_discover(&jo, e->issuer, &uri, &err) == TS_OK) {
+            free(e->jwks_uri);
+            e->jwks_uri = uri;
+            ts_log_info("external provider %s: keys at %s (OpenID discovery)", e->name, uri);
+        } else {
+            ts_log_warn("external provider %s: discovery failed: %s", e->name, err ? err : "?");
+            free(err);
+        }
+    }
 }
 
 static void *sweeper_main(void *arg)
@@ -53,7 +75,8 @@ static void *sweeper_main(void *arg)
                                 sw->cfg->sweep_batch, SWEEP_PAUSE_US, &sw->stop, &c);
         if (rc)
             ts_log_warn("sweep: %s (will retry)", ts_rc_name(rc));
-        else if (c.tokens || c.keys || c.documents || c.sessions || c.refresh_tokens || c.counters)
+        else if (c.tokens || c.keys || c.documents || c.sessions || c.refresh_tokens ||
+                 c.exchanges || c.counters)
             cli_log_sweep(&c, ts_mono_us() - start);
         next = ts_mono_us() + interval;
     }
@@ -229,6 +252,7 @@ int cli_serve(int argc, char **argv)
         code = 1;
         goto out;
     }
+    discover_externals(&env.cfg);
     struct ts_api_deps deps = {
         .cfg = &env.cfg, .store = env.store, .keyring = env.keyring, .hashpool = pool};
     api = ts_api_new(&deps);

@@ -104,6 +104,8 @@ static const struct knob knobs[] = {
      "rows the sweeper deletes per transaction"},
     {"REFRESH_TOKEN_KEEP", K_SECONDS, OFF(refresh_token_keep), "168h", 60, 10LL * 365 * 86400,
      "how long a used refresh token is kept, so that its reuse is still recognised"},
+    {"API_EXTERNAL_URL", K_STRING, OFF(api_external_url), "http://localhost:9999", 0, 0,
+     "this instance's public URL: the audience external JWTs must name by default"},
     {"LOG_LEVEL", K_STRING, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"LOG_REQUESTS", K_BOOL, OFF(log_requests), "true", 0, 0, "one JSON log line per request"},
 };
@@ -114,6 +116,73 @@ static const struct knob *find_knob(const char *name)
         if (strcmp(knobs[i].name, name) == 0)
             return &knobs[i];
     return NULL;
+}
+
+/* EXTERNAL_<NAME>_<FIELD>: one of a handful of providers named by the operator. */
+static enum ts_rc apply_external(struct ts_config *c, const char *name, const char *value,
+                                 const char *origin, char **err)
+{
+    static const char *const fields[] = {"_CLIENT_ID", "_JWKS_URI", "_REDIRECT_URI", "_ENABLED",
+                                         "_ISSUER",    "_SECRET",   "_URL"};
+    const char *rest = name + 9; /* after EXTERNAL_ */
+    size_t len = strlen(rest);
+    for (size_t f = 0; f < TS_ARRAY_LEN(fields); f++) {
+        size_t fl = strlen(fields[f]);
+        if (len <= fl || strcmp(rest + len - fl, fields[f]) != 0)
+            continue;
+        size_t nl = len - fl;
+        if (nl >= sizeof(c->externals[0].name)) {
+            *err = ts_xasprintf("%s: provider name too long", origin);
+            return TS_E_INVALID;
+        }
+        char pname[sizeof(c->externals[0].name)];
+        for (size_t i = 0; i < nl; i++)
+            pname[i] = (char)tolower((unsigned char)rest[i]);
+        pname[nl] = '\0';
+        struct ts_external_cfg *e = NULL;
+        for (int i = 0; i < c->n_externals && !e; i++)
+            if (strcmp(c->externals[i].name, pname) == 0)
+                e = &c->externals[i];
+        if (!e) {
+            if (c->n_externals == TS_CONFIG_MAX_EXTERNAL) {
+                *err = ts_xasprintf("%s: at most %d external providers", origin,
+                                    TS_CONFIG_MAX_EXTERNAL);
+                return TS_E_INVALID;
+            }
+            e = &c->externals[c->n_externals++];
+            memset(e, 0, sizeof(*e));
+            snprintf(e->name, sizeof(e->name), "%s", pname);
+            e->enabled = true;
+        }
+        char **dst = NULL;
+        if (strcmp(fields[f], "_ENABLED") == 0) {
+            if (ts_parse_bool(value, &e->enabled) != TS_OK) {
+                *err = ts_xasprintf("%s: expected true or false", origin);
+                return TS_E_INVALID;
+            }
+        } else if (strcmp(fields[f], "_ISSUER") == 0 || strcmp(fields[f], "_URL") == 0) {
+            dst = &e->issuer;
+        } else if (strcmp(fields[f], "_CLIENT_ID") == 0) {
+            dst = &e->client_id;
+        } else if (strcmp(fields[f], "_JWKS_URI") == 0) {
+            dst = &e->jwks_uri;
+        } /* _SECRET, _REDIRECT_URI: the OAuth code flow's, not used by the id_token grant */
+        if (dst) {
+            free(*dst);
+            *dst = ts_xstrdup(value);
+        }
+        return TS_OK;
+    }
+    *err = ts_xasprintf("%s: unknown setting (EXTERNAL_<NAME>_ENABLED, _ISSUER, _CLIENT_ID, "
+                        "_JWKS_URI)",
+                        origin);
+    return TS_E_INVALID;
+}
+
+static bool is_external(const char *name)
+{
+    return strncmp(name, "EXTERNAL_", 9) == 0 && strcmp(name, "EXTERNAL_EMAIL_ENABLED") != 0 &&
+           strcmp(name, "EXTERNAL_ANONYMOUS_USERS_ENABLED") != 0;
 }
 
 static char **str_field(struct ts_config *c, const struct knob *k)
@@ -225,6 +294,11 @@ void ts_config_defaults(struct ts_config *c)
 enum ts_rc ts_config_set(struct ts_config *c, const char *name, const char *value, char **err)
 {
     const struct knob *k = find_knob(name);
+    if (!k && is_external(name)) {
+        char origin[160];
+        snprintf(origin, sizeof(origin), "TESSERA_%s", name);
+        return apply_external(c, name, value, origin, err);
+    }
     if (!k) {
         *err = ts_xasprintf("unknown setting %s", name);
         return TS_E_INVALID;
@@ -283,6 +357,14 @@ static enum ts_rc load_file(struct ts_config *c, const char *path, char **err)
         else if (strncmp(name, "GOTRUE_", 7) == 0)
             name += 7;
         const struct knob *k = find_knob(name);
+        if (!k && is_external(name)) {
+            char origin[256];
+            snprintf(origin, sizeof(origin), "%s:%d: %s", path, lineno, key);
+            rc = apply_external(c, name, val, origin, err);
+            if (rc)
+                break;
+            continue;
+        }
         if (!k) {
             *err = ts_xasprintf("%s:%d: unknown setting %s", path, lineno, key);
             rc = TS_E_INVALID;
@@ -320,6 +402,20 @@ static enum ts_rc load_env(struct ts_config *c, const char *prefix, bool strict,
             k = find_knob("DATABASE_URL");
         if (!k && !strict && strcmp(name, "API_HOST") == 0)
             continue; /* taken by load_gotrue_listen */
+        if (!k && is_external(name)) {
+            char origin[160];
+            snprintf(origin, sizeof(origin), "%s%s", prefix, name);
+            enum ts_rc rc = apply_external(c, name, eq + 1, origin, err);
+            if (rc && !strict) { /* GoTrue's other EXTERNAL_ settings: not ours */
+                ts_log_warn("%s%s is not a Tessera setting; ignored", prefix, name);
+                free(*err);
+                *err = NULL;
+                continue;
+            }
+            if (rc)
+                return rc;
+            continue;
+        }
         if (!k) {
             if (strict) {
                 *err =
@@ -384,10 +480,23 @@ void ts_config_print_help(FILE *out)
         const char *def = k->def ? (k->def[0] ? k->def : "(empty)") : "(number of cores)";
         fprintf(out, "  TESSERA_%-40s default %s\n      %s\n", k->name, def, k->help);
     }
+    fprintf(out, "\nExternal OpenID providers for the id_token grant (signInWithIdToken), any "
+                 "<NAME>:\n"
+                 "  TESSERA_EXTERNAL_<NAME>_ENABLED    true once the provider is named\n"
+                 "  TESSERA_EXTERNAL_<NAME>_ISSUER     the exact iss (google and apple have "
+                 "defaults)\n"
+                 "  TESSERA_EXTERNAL_<NAME>_CLIENT_ID  comma list of audiences accepted\n"
+                 "  TESSERA_EXTERNAL_<NAME>_JWKS_URI   empty: OIDC discovery from the issuer\n");
 }
 
 void ts_config_free(struct ts_config *c)
 {
+    for (int i = 0; i < c->n_externals; i++) {
+        free(c->externals[i].issuer);
+        free(c->externals[i].client_id);
+        free(c->externals[i].jwks_uri);
+    }
+    c->n_externals = 0;
     for (size_t i = 0; i < TS_ARRAY_LEN(knobs); i++) {
         if (knobs[i].type == K_STRING || knobs[i].type == K_SECRET) {
             char **f = str_field(c, &knobs[i]);

@@ -17,6 +17,17 @@
 
 #include "rc.h"
 
+/* An external OpenID provider for GoTrue's id_token grant (EXTERNAL_<NAME>_*). */
+struct ts_external_cfg {
+    char name[32];   /* <NAME> lower-cased: the "provider" of signInWithIdToken */
+    bool enabled;    /* EXTERNAL_<NAME>_ENABLED (default true once anything is set) */
+    char *issuer;    /* EXTERNAL_<NAME>_ISSUER (or _URL); google and apple have defaults */
+    char *client_id; /* EXTERNAL_<NAME>_CLIENT_ID: comma list of accepted audiences */
+    char *jwks_uri;  /* EXTERNAL_<NAME>_JWKS_URI; empty: OIDC discovery from the issuer */
+};
+
+#define TS_CONFIG_MAX_EXTERNAL 16
+
 struct ts_config {
     char *listen;                 /* "host:port" to bind */
     char *database_url;           /* sqlite://PATH, sqlite:///ABS/PATH or postgres://... */
@@ -56,8 +67,11 @@ struct ts_config {
     int64_t sweep_interval;     /* seconds between sweeper passes; 0 = no sweeper */
     int64_t sweep_batch;        /* rows per sweeper transaction */
     int64_t refresh_token_keep; /* seconds a used refresh token is kept (reuse detection) */
+    char *api_external_url;     /* this instance's public URL (default audience of providers) */
     char *log_level;            /* debug, info, warn, error */
     bool log_requests;          /* one JSON line per request */
+    struct ts_external_cfg externals[TS_CONFIG_MAX_EXTERNAL];
+    int n_externals;
 };
 
 /* Fills c with the defaults (heap strings owned by c). */

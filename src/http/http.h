@@ -136,6 +136,10 @@ int64_t ts_http_elapsed_us(const struct ts_http_req *req);
 void ts_http_suspend(struct ts_http_req *req, ts_http_handler_fn *start, ts_http_handler_fn *cont);
 /* Thread-safe. */
 void ts_http_resume(struct ts_http_req *req);
+/* Routes the request and runs its handler again from the start (the `before` hook is not run
+ * again). A continuation for a handler that parked the request before doing anything, to
+ * wait for something it needs (a key set being fetched), and then simply starts over. */
+void ts_http_redispatch(struct ts_http_req *req);
 
 /* ---- metrics ---- */
 

@@ -212,6 +212,12 @@ static void dispatch(struct ts_http_req *req)
     const struct ts_http_options *o = &req->srv->opt;
     if (o->before && o->before(req))
         return;
+    ts_http_redispatch(req);
+}
+
+void ts_http_redispatch(struct ts_http_req *req)
+{
+    const struct ts_http_options *o = &req->srv->opt;
     route(req);
     if (req->route_index >= 0 && req->method_allowed)
         req->srv->routes[req->route_index].route->handler(req);
