@@ -7,6 +7,8 @@
 #      taken, and the latency of token checks (GET /v1/me) while it runs
 #   4. index lookup of one document among BENCH_DOCS (1,000,000) vs among 1,000: mean
 #      latency of one lookup at one connection (it must not grow with the collection)
+#   5. requests authenticated by an outside RS256 JWT (an AccessProvider's) vs GET /user with
+#      a session's access token, and token exchanges per second (RS256 subject -> ES256 token)
 # Writes the section "## Native API (/v1)" of bench/RESULTS.md (replacing it; everything else
 # in the file is kept) and the raw outputs under bench/out/v1/.
 #
@@ -34,7 +36,7 @@ HASH_MEM=${TESSERA_PASSWORD_HASH_MEMORY_KIB:-19456}
 HASH_ITER=${TESSERA_PASSWORD_HASH_ITERATIONS:-2}
 
 [[ -x $TESSERA ]] || { echo "bench/v1.sh: no server binary at $TESSERA (make build)" >&2; exit 1; }
-for t in wrk nginx sqlite3 curl gcc python3; do
+for t in wrk nginx sqlite3 curl gcc python3 node; do
     command -v "$t" >/dev/null || { echo "bench/v1.sh: $t is missing (scripts/deps.sh)" >&2; exit 1; }
 done
 
@@ -224,6 +226,40 @@ lookup_bench large "$DOCS"
 read -r LS_RPS _ _ LS_MEAN LS_ERR _ < <(wrk_figures "$OUT/lookup-small.txt")
 read -r LL_RPS _ _ LL_MEAN LL_ERR _ < <(wrk_figures "$OUT/lookup-large.txt")
 
+# ---- 5. outside JWTs and token exchange ----
+log "outside RS256 JWTs and token exchanges"
+IDP_PORT=$(free_port)
+node "$BENCH/ext_idp.mjs" "$IDP_PORT" "https://idp.bench/" "https://tessera.bench" "$TMP/ext.jwt" \
+    >"$OUT/ext_idp.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 100); do [[ -s $TMP/ext.jwt ]] && break; sleep 0.1; done
+EXT_JWT=$(cat "$TMP/ext.jwt")
+start_tessera ext TESSERA_API_EXTERNAL_URL=https://tessera.bench TESSERA_MAILER_AUTOCONFIRM=true \
+    TESSERA_PASSWORD_HASH_MEMORY_KIB=64 TESSERA_PASSWORD_HASH_ITERATIONS=1
+api POST /v1/collections '{"name":"accounts"}' >/dev/null
+api POST /v1/access-providers "{\"name\":\"idp\",\"issuer\":\"https://idp.bench/\",\"jwks_uri\":\"http://127.0.0.1:$IDP_PORT/jwks\",\"algorithms\":[\"RS256\"],\"provision\":{\"collection\":\"accounts\",\"data\":{\"email\":\"claims.email\"}}}" >/dev/null
+curl -sf "$BASE/v1/me" -H "Authorization: Bearer $EXT_JWT" >/dev/null
+api POST /admin/users '{"email":"bench-user@example.com","password":"bench password 1","email_confirm":true}' >/dev/null
+ANON=$(env -u TESSERA_BIN TESSERA_DATABASE_URL="sqlite://$TMP/ext.db" "$TESSERA" key show --json |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["anon_key"])')
+USER_JWT=$(curl -sf -X POST "$BASE/token?grant_type=password" -H "apikey: $ANON" \
+    -d '{"email":"bench-user@example.com","password":"bench password 1"}' | json_get "['access_token']")
+wrk -t2 -c$CONNS -d1s -H "Authorization: Bearer $EXT_JWT" "$BASE/v1/me" >/dev/null
+wrk -t2 -c$CONNS -d"${DUR}s" --latency -H "Authorization: Bearer $EXT_JWT" "$BASE/v1/me" >"$OUT/ext-me.txt"
+read -r EXT_RPS _ EXT_P99 _ EXT_ERR _ < <(wrk_figures "$OUT/ext-me.txt")
+wrk -t2 -c$CONNS -d1s -H "Authorization: Bearer $USER_JWT" -H "apikey: $ANON" "$BASE/user" >/dev/null
+wrk -t2 -c$CONNS -d"${DUR}s" --latency -H "Authorization: Bearer $USER_JWT" -H "apikey: $ANON" \
+    "$BASE/user" >"$OUT/user.txt"
+read -r USER_RPS _ USER_P99 _ USER_ERR _ < <(wrk_figures "$OUT/user.txt")
+cat >"$TMP/exchange.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.body = "grant_type=urn:ietf:params:oauth:grant-type:token-exchange&subject_token_type=urn:ietf:params:oauth:token-type:jwt&subject_token=$EXT_JWT"
+LUA
+wrk -t2 -c16 -d"${DUR}s" --latency -s "$TMP/exchange.lua" "$BASE/v1/oauth/token" >"$OUT/exchange.txt"
+read -r EXCH_RPS _ EXCH_P99 _ EXCH_ERR _ < <(wrk_figures "$OUT/exchange.txt")
+stop_tessera
+
 # ---- report ----
 SECTION=$(python3 - <<EOF
 me, ng = float("$ME_RPS"), float("$NGINX_RPS")
@@ -243,6 +279,8 @@ same cores ({"quick run, " if "$QUICK" == "1" else ""}{$DUR} s per figure). Raw 
 | GET /v1/me during that sweep, {$CONNS} conn. | {f(float("$SW_RPS"))} req/s, p50 {float("$SW_P50"):.2f} ms, **p99 {float("$SW_P99"):.2f} ms**; non-2xx: $SW_ERR | p99 < 5 ms |
 | Index lookup (unique, 1 conn.) among 1,000 docs | {ls_us:.0f} µs mean per lookup ({f(float("$LS_RPS"))}/s) | – |
 | Index lookup among {f($DOCS)} docs | {ll_us:.0f} µs mean per lookup ({f(float("$LL_RPS"))}/s): **×{ll_us/ls_us:.2f}** the small collection | flat |
+| GET /v1/me with an outside RS256 JWT, {$CONNS} conn. | {f(float("$EXT_RPS"))} req/s = **{100*float("$EXT_RPS")/float("$USER_RPS"):.1f} %** of GET /user with a session token ({f(float("$USER_RPS"))} req/s); p99 {float("$EXT_P99"):.2f} ms; non-2xx: $EXT_ERR | a repeated token costs no signature check |
+| Token exchange (RS256 subject → ES256 access token), 16 conn. | **{f(float("$EXCH_RPS"))}/s**, p99 {float("$EXCH_P99"):.2f} ms; non-2xx: $EXCH_ERR | thousands/s per core |
 """)
 EOF
 )

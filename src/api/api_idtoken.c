@@ -157,9 +157,13 @@ void api_grant_id_token(struct ts_http_req *req, json_t *body)
     struct ts_external_create create = {.collection = "users", .user = nu};
     struct ts_external_link *link = NULL;
     bool created = false;
-    enum ts_rc rc = ts_store_external_link(api->store, issuer,
-                                           json_string_value(json_object_get(claims, "sub")),
-                                           claims, &create, now, &link, &created);
+    /* GoTrue keys identities by (provider, sub): a namespace of its own, apart from the
+     * AccessProviders' (issuer, sub) links of /v1, so one person may be a /v1 document and a
+     * user without the two colliding */
+    char *key = ts_arena_sprintf(ts_http_arena(req), "urn:tessera:gotrue-provider:%s", ec->name);
+    enum ts_rc rc =
+        ts_store_external_link(api->store, key, json_string_value(json_object_get(claims, "sub")),
+                               claims, &create, now, &link, &created);
     ts_user_free(nu);
     if (rc == TS_E_CONFLICT) {
         api_error(req, ERR_EMAIL_EXISTS, NULL);
@@ -174,7 +178,6 @@ void api_grant_id_token(struct ts_http_req *req, json_t *body)
                                                 : TS_E_NOT_FOUND;
     ts_external_link_free(link);
     if (rc == TS_E_NOT_FOUND) {
-        /* the subject is linked to a document, not a user: not for GoTrue's API */
         bad_request(req, "This identity is not a user");
         return;
     }

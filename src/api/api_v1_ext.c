@@ -948,15 +948,16 @@ static const char *param(const json_t *body, const char *name, bool *bad)
 }
 
 /* Signs a Tessera access token for an identity reached by exchange. */
+/* act (RFC 8693 §4.1) names the subject token's issuer and subject. */
 static enum ts_rc exchange_jwt(struct ts_api *api, const char *coll, const char *id, int64_t exp,
-                               const char *provider, const char *sub, char **out)
+                               const char *subject_iss, const char *sub, char **out)
 {
     char ident[200];
     snprintf(ident, sizeof(ident), "%s/%s", coll, id);
     json_t *claims = json_pack(
         "{s:s, s:s, s:s, s:s, s:I, s:I, s:{s:s, s:s}}", "iss", api->cfg->jwt_issuer, "aud",
         api->cfg->jwt_aud, "role", "authenticated", "tessera_identity", ident, "iat",
-        (json_int_t)ts_now_s(), "exp", (json_int_t)exp, "act", "iss", provider, "sub", sub);
+        (json_int_t)ts_now_s(), "exp", (json_int_t)exp, "act", "iss", subject_iss, "sub", sub);
     enum ts_rc rc = ts_keyring_sign(api->keyring, claims, out);
     json_decref(claims);
     return rc;
@@ -1042,6 +1043,7 @@ void v1_oauth_token(struct ts_http_req *req)
     snprintf(sub, sizeof(sub), "%s", json_string_value(json_object_get(claims, "sub")));
     char provider[TS_STORE_NAME_MAX + 1];
     snprintf(provider, sizeof(provider), "%s", p->name);
+    char *subject_iss = ts_arena_strdup(ts_http_arena(req), p->issuer);
     bool outlive = p->allow_outlive;
     json_decref(claims);
     set_unref(set);
@@ -1097,7 +1099,7 @@ void v1_oauth_token(struct ts_http_req *req)
         snprintf(token_id, sizeof(token_id), "%s", row.id);
         ex.token_id = token_id;
     } else {
-        rc = exchange_jwt(api, link->collection, link->id, expires_at / 1000000, provider, sub,
+        rc = exchange_jwt(api, link->collection, link->id, expires_at / 1000000, subject_iss, sub,
                           &access);
     }
     if (!rc)
