@@ -106,6 +106,24 @@ void api_metrics(struct ts_http_req *req)
                             "# TYPE tessera_secret_cache_misses_total counter\n"
                             "tessera_secret_cache_misses_total %lld\n",
                             (long long)sh, (long long)sm);
+    struct ts_jwks_stats js;
+    ts_jwks_stats(api->jwks, NULL, &js);
+    if (!rc)
+        rc = ts_buf_appendf(&b,
+                            "# HELP tessera_jwks_fetches_total JWKS requests sent to outside "
+                            "issuers.\n"
+                            "# TYPE tessera_jwks_fetches_total counter\n"
+                            "tessera_jwks_fetches_total %lld\n"
+                            "# HELP tessera_jwks_not_modified_total JWKS refreshes answered 304.\n"
+                            "# TYPE tessera_jwks_not_modified_total counter\n"
+                            "tessera_jwks_not_modified_total %lld\n"
+                            "# HELP tessera_jwks_failures_total JWKS fetches that failed.\n"
+                            "# TYPE tessera_jwks_failures_total counter\n"
+                            "tessera_jwks_failures_total %lld\n"
+                            "# HELP tessera_jwks_urls Key sets cached.\n"
+                            "# TYPE tessera_jwks_urls gauge\ntessera_jwks_urls %lld\n",
+                            (long long)js.fetches, (long long)js.not_modified,
+                            (long long)js.failures, (long long)js.urls);
     if (rc) {
         ts_buf_free(&b);
         api_fail(req, rc, "metrics");

@@ -766,16 +766,37 @@ static void respond_ledger(struct ts_http_req *req, const char *coll, const char
         if (!rc)
             ts_secret_rows_free(rows, n);
     }
+    json_t *exchanges = json_array();
+    if (!rc) {
+        struct ts_exchange_row **ex = NULL;
+        size_t n = 0;
+        rc = ts_store_exchange_list(api->store, coll, id, NULL, 1000, ts_now_us(), &ex, &n);
+        for (size_t i = 0; !rc && i < n; i++) {
+            json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:o, s:o}", "id", ex[i]->id, "provider",
+                                  ex[i]->provider, "sub", ex[i]->subject, "token_type",
+                                  ex[i]->token_type, "created_at", v1_time(ex[i]->created_at),
+                                  "expires_at", v1_time(ex[i]->expires_at));
+            if (ex[i]->token_id)
+                json_object_set_new(e, "token_id", json_string(ex[i]->token_id));
+            if (ex[i]->meta)
+                json_object_set(e, "meta", ex[i]->meta);
+            json_array_append_new(exchanges, e);
+        }
+        if (!rc)
+            ts_exchange_rows_free(ex, n);
+    }
     if (rc) {
         json_decref(sessions);
         json_decref(lists[0]);
         json_decref(lists[1]);
+        json_decref(exchanges);
         v1_fail(req, rc, "ledger");
         return;
     }
     api_json(req, 200,
-             json_pack("{s:o, s:o, s:o, s:o}", "identity", v1_identity_json(coll, id), "sessions",
-                       sessions, "tokens", lists[0], "keys", lists[1]));
+             json_pack("{s:o, s:o, s:o, s:o, s:o}", "identity", v1_identity_json(coll, id),
+                       "sessions", sessions, "tokens", lists[0], "keys", lists[1], "exchanges",
+                       exchanges));
 }
 
 /* Revokes the session, token or key `item` of the identity; answers. */
