@@ -656,7 +656,8 @@ void v1_me(struct ts_http_req *req)
         return;
     /* The answer changes only when something is written (the epoch moves): served from the
      * cache of checked secrets, a token check costs no database read at all. */
-    bool cacheable = c.kind == V1_TOKEN || c.kind == V1_KEY;
+    bool cacheable = c.kind == V1_TOKEN || c.kind == V1_KEY || c.kind == V1_JWT_EXTERNAL ||
+                     c.kind == V1_JWT_EXCHANGE;
     uint64_t epoch = ts_store_epoch(api->store);
     const char *cached;
     size_t cached_len;
