@@ -471,19 +471,27 @@ static enum ts_rc put_json(struct ts_buf *b, const char *key, const json_t *j)
 
 /* The e-mail identity GoTrue lists for e-mail users. Its id is derived from the user id so
  * that it is stable without a row of its own. */
-static enum ts_rc put_email_identity(struct ts_buf *b, const struct ts_user *u)
+/* Opens an identity object with its identity_id: a stable UUID derived from seed (we keep no
+ * identities table for these rows, so the same user always shows the same id). */
+static enum ts_rc open_identity(struct ts_buf *b, const char *seed)
 {
     uint8_t h[32];
-    char seed[64];
-    snprintf(seed, sizeof(seed), "identity:email:%s", u->id);
     ts_sha256(seed, strlen(seed), h);
     h[6] = (uint8_t)((h[6] & 0x0f) | 0x40);
     h[8] = (uint8_t)((h[8] & 0x3f) | 0x80);
     char hex[33];
     ts_hex_encode(h, 16, hex);
-    enum ts_rc rc = ts_buf_appendf(
-        b, "{\"identity_id\":\"%.8s-%.4s-%.4s-%.4s-%.12s\",\"id\":\"%s\",\"user_id\":\"%s\"", hex,
-        hex + 8, hex + 12, hex + 16, hex + 20, u->id, u->id);
+    return ts_buf_appendf(b, "{\"identity_id\":\"%.8s-%.4s-%.4s-%.4s-%.12s\"", hex, hex + 8,
+                          hex + 12, hex + 16, hex + 20);
+}
+
+static enum ts_rc put_email_identity(struct ts_buf *b, const struct ts_user *u)
+{
+    char seed[64];
+    snprintf(seed, sizeof(seed), "identity:email:%s", u->id);
+    enum ts_rc rc = open_identity(b, seed);
+    if (!rc)
+        rc = ts_buf_appendf(b, ",\"id\":\"%s\",\"user_id\":\"%s\"", u->id, u->id);
     if (!rc)
         rc = ts_buf_append_str(b, ",\"identity_data\":{\"email\":\"");
     if (!rc)
@@ -516,16 +524,11 @@ static enum ts_rc put_external_identity(struct ts_buf *b, const struct ts_user *
     const char *sub = json_string_value(json_object_get(u->user_metadata, "sub"));
     if (!sub)
         return TS_OK;
-    uint8_t h[32];
     char seed[600];
     snprintf(seed, sizeof(seed), "identity:%s:%s:%s", provider, sub, u->id);
-    ts_sha256(seed, strlen(seed), h);
-    h[6] = (uint8_t)((h[6] & 0x0f) | 0x40);
-    h[8] = (uint8_t)((h[8] & 0x3f) | 0x80);
-    char hex[33];
-    ts_hex_encode(h, 16, hex);
-    enum ts_rc rc = ts_buf_appendf(b, "{\"identity_id\":\"%.8s-%.4s-%.4s-%.4s-%.12s\",\"id\":\"",
-                                   hex, hex + 8, hex + 12, hex + 16, hex + 20);
+    enum ts_rc rc = open_identity(b, seed);
+    if (!rc)
+        rc = ts_buf_append_str(b, ",\"id\":\"");
     if (!rc)
         rc = ts_buf_append_json_escaped(b, sub);
     if (!rc)
