@@ -70,7 +70,10 @@ blackbox_on() { # binary backend [VAR=value...]
     local bin=$1 backend=$2 out rc p f
     shift 2
     echo "-- black-box on $backend ($bin)"
-    out=$(env "$@" TESSERA_BIN="$PWD/$bin" node --test --test-concurrency=1 tests/blackbox/test/ 2>&1); rc=$?
+    # A test never waits forever (--test-timeout, 5 min each), a file whose tests are done exits
+    # even if a library left a handle open (--test-force-exit), and a whole suite is bounded.
+    out=$(env "$@" TESSERA_BIN="$PWD/$bin" timeout -k 10 1800 node --test --test-concurrency=1 \
+        --test-timeout=300000 --test-force-exit tests/blackbox/test/ 2>&1); rc=$?
     echo "$out" | grep -E '^(not ok|# (tests|pass|fail|skipped|duration_ms))' | tail -n 40
     [ $rc -ne 0 ] && echo "$out" | grep -B2 -A30 '^not ok' | head -n 200
     p=$(echo "$out" | grep -E '^# pass ' | awk '{print $3}')
