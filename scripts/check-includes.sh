@@ -12,6 +12,7 @@ declare -A allowed=(
     [store]="core"
     [authn]="core jose store"
     [http]="core"
+    [authz]="core"
     [api]="core jose store authn http jwks"
     [cli]="core jose store authn http jwks api"
 )
