@@ -269,17 +269,14 @@ static bool caller_from_secret(struct ts_http_req *req, const char *secret, size
     return true;
 }
 
-/* A token from /v1/oauth/token: its identity must still be live. */
-static bool caller_from_exchange(struct ts_http_req *req, const char *tok, size_t len,
+/* A token from /v1/oauth/token (not in the cache: caller_from_jwt looked under hash, the
+ * token's SHA-256): its identity must still be live. */
+static bool caller_from_exchange(struct ts_http_req *req, const uint8_t hash[TS_SECRET_HASH_LEN],
                                  const struct ts_principal *p, struct v1_caller *c)
 {
     struct ts_api *api = ts_http_app(req);
-    uint8_t hash[TS_SECRET_HASH_LEN];
-    ts_sha256(tok, len, hash);
     int64_t now = ts_now_us();
     uint64_t epoch = ts_store_epoch(api->store);
-    if (v1_secret_cache_lookup(api->secret_cache, hash, epoch, now, c))
-        return true;
     const char *slash = strchr(p->identity, '/');
     char coll[TS_STORE_NAME_MAX + 1];
     size_t cl = (size_t)(slash - p->identity);
@@ -308,7 +305,7 @@ static bool caller_from_exchange(struct ts_http_req *req, const char *tok, size_
     c->kind = V1_JWT_EXCHANGE;
     set_identity(c, coll, slash + 1);
     c->expires_at = p->exp * 1000000;
-    memcpy(c->hash, hash, sizeof(hash));
+    memcpy(c->hash, hash, TS_SECRET_HASH_LEN);
     v1_secret_cache_store(api->secret_cache, hash, epoch, c->expires_at, c);
     return true;
 }
@@ -324,14 +321,14 @@ static bool caller_from_jwt(struct ts_http_req *req, const char *tok, size_t len
         return true;
     struct v1_jwt_peek pk;
     if (v1_jwt_peek(tok, len, &pk) && strcmp(pk.iss, api->cfg->jwt_issuer) != 0)
-        return v1_caller_external(req, tok, len, &pk, c);
+        return v1_caller_external(req, tok, len, hash, &pk, c);
     struct ts_principal p;
     if (ts_keyring_verify(api->keyring, tok, len, &p) != TS_OK) {
         v1_unauthorized(req, "JWT failed verification");
         return false;
     }
     if (p.identity[0])
-        return caller_from_exchange(req, tok, len, &p, c);
+        return caller_from_exchange(req, hash, &p, c);
     memset(c, 0, sizeof(*c));
     if (!p.sub[0]) {
         for (char **r = api->admin_roles; *r; r++)

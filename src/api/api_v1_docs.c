@@ -311,8 +311,8 @@ static void free_hash_text(void *p)
     }
 }
 
-static void write_users_credential(struct ts_http_req *req, struct doc_work *w, const char *hash,
-                                   const char *expect_old)
+static void write_credential(struct ts_http_req *req, struct doc_work *w, const char *hash,
+                             const char *expect_old)
 {
     struct ts_api *api = ts_http_app(req);
     enum ts_rc rc =
@@ -348,10 +348,10 @@ static void doc_write_finish(struct ts_http_req *req, struct doc_work *w, const 
             if (is_users(w->collection))
                 respond_user_doc(req, w->id);
             else
-                write_users_credential(req, w, NULL, NULL);
+                write_credential(req, w, NULL, NULL);
             return;
         }
-        write_users_credential(req, w, hash, NULL);
+        write_credential(req, w, hash, NULL);
         return;
     }
     struct ts_doc_write dw = {.collection = w->collection,
@@ -407,7 +407,7 @@ static void doc_hashed(struct ts_http_req *req)
             v1_error(req, 400, "invalid_credentials", "Invalid login credentials");
             return;
         }
-        write_users_credential(req, w, job->new_hash, w->stored_hash);
+        write_credential(req, w, job->new_hash, w->stored_hash);
         return;
     }
     doc_write_finish(req, w, job->new_hash);

@@ -180,10 +180,12 @@ enum v1_ext_verdict v1_verify_external(struct ts_http_req *req, const char *toke
                                        const char *jwks_uri, const char *const *audiences,
                                        size_t naud, unsigned alg_mask, int64_t skew,
                                        json_t **claims_out, const char **why);
-/* v1_caller for a JWT whose issuer is not this instance: an AccessProvider's. False when it
- * answered (401...) or parked the request (nothing answered). */
+/* v1_caller for a JWT whose issuer is not this instance: an AccessProvider's. hash is the
+ * token's SHA-256, already looked up in the secret cache (a miss). False when it answered
+ * (401...) or parked the request (nothing answered). */
 bool v1_caller_external(struct ts_http_req *req, const char *token, size_t len,
-                        const struct v1_jwt_peek *pk, struct v1_caller *c);
+                        const uint8_t hash[TS_SECRET_HASH_LEN], const struct v1_jwt_peek *pk,
+                        struct v1_caller *c);
 
 /* Handlers. */
 void v1_collections_list(struct ts_http_req *req);
