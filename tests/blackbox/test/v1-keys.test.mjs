@@ -397,7 +397,7 @@ sqliteOnly('the secrets of keys and tokens are not stored: the SQLite file holds
 test('keys from the command line: key create / list / revoke reach the running server', async () => {
   const made = cli(server, ['key', 'create', '--role', 'admin', '--description', 'made by the cli', '--ttl', '720h']);
   assert.equal(made.code, 0, `${made.out}\n${made.err}`);
-  const secret = (made.out.match(/\btsk_[A-Za-z0-9_-]{32}\b/) ?? [])[0];
+  const secret = (made.out.match(/\btsk_[A-Za-z0-9_-]{32}(?![A-Za-z0-9_-])/) ?? [])[0];
   assert.ok(secret, `no tsk_ secret printed: ${made.out}`);
   const m = expect(await me(secret), 200);
   assert.equal(m.credential.kind, 'key');
