@@ -13,8 +13,8 @@ declare -A allowed=(
     [authn]="core jose store"
     [http]="core"
     [authz]="core"
-    [api]="core jose store authn http jwks"
-    [cli]="core jose store authn http jwks api"
+    [api]="core jose store authn http jwks authz"
+    [cli]="core jose store authn http jwks authz api"
 )
 bad=0
 for dir in src/*/; do

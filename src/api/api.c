@@ -66,6 +66,19 @@ static const struct ts_http_route routes[] = {
     {TS_HTTP_PUT, "/v1/access-providers/{name}", v1_provider_put},
     {TS_HTTP_DELETE, "/v1/access-providers/{name}", v1_provider_delete},
     {TS_HTTP_POST, "/v1/oauth/token", v1_oauth_token},
+    {TS_HTTP_GET, "/v1/roles", v1_roles_list},
+    {TS_HTTP_POST, "/v1/roles", v1_roles_create},
+    {TS_HTTP_GET, "/v1/roles/{name}", v1_role_get},
+    {TS_HTTP_PUT, "/v1/roles/{name}", v1_role_put},
+    {TS_HTTP_DELETE, "/v1/roles/{name}", v1_role_delete},
+    {TS_HTTP_GET, "/v1/profiles", v1_profiles_list},
+    {TS_HTTP_POST, "/v1/profiles", v1_profiles_create},
+    {TS_HTTP_GET, "/v1/profiles/{name}", v1_profile_get},
+    {TS_HTTP_PUT, "/v1/profiles/{name}", v1_profile_put},
+    {TS_HTTP_DELETE, "/v1/profiles/{name}", v1_profile_delete},
+    {TS_HTTP_POST, "/v1/authz/check", v1_authz_check},
+    {TS_HTTP_GET | TS_HTTP_HEAD, "/v1/authz/gateway", v1_authz_gateway},
+    {TS_HTTP_GET, "/v1/me/rights", v1_me_rights},
 };
 
 /* ---- per-request state and responses ---- */
@@ -942,6 +955,7 @@ struct ts_api *ts_api_new(const struct ts_api_deps *deps)
     if (ts_jwks_cache_new(&jo, &api->jwks) != TS_OK)
         ts_assert_fail("cannot start the JWKS cache", __FILE__, __LINE__);
     api->ext = v1_ext_new(api->jwks);
+    api->authz = v1_authz_new(api->cfg);
     size_t n = 1;
     for (const char *c = api->cfg->jwt_admin_roles; *c; c++)
         n += *c == ',';
@@ -973,8 +987,14 @@ void ts_api_free(struct ts_api *api)
     api_user_cache_free(api->user_cache);
     v1_secret_cache_free(api->secret_cache);
     v1_ext_free(api->ext);
+    v1_authz_free(api->authz);
     ts_jwks_cache_free(api->jwks);
     free(api);
+}
+
+enum ts_rc ts_api_load_files(struct ts_api *api, char **err)
+{
+    return v1_authz_load_routes(api->authz, api->cfg->gateway_routes, err);
 }
 
 void ts_api_http_options(struct ts_api *api, struct ts_http_options *opt)

@@ -19,6 +19,7 @@ struct ts_api {
     struct v1_secret_cache *secret_cache; /* checked tst_/tsk_ secrets (api_v1.c) */
     struct ts_jwks_cache *jwks;           /* outside issuers' key sets (src/jwks) */
     struct v1_ext *ext;                   /* AccessProviders in use (api_v1_ext.c) */
+    struct v1_authz *authz;               /* roles, profiles, gateway rules (api_v1_authz.c) */
 };
 
 /*
@@ -45,6 +46,7 @@ struct api_req {
     void *work;          /* the handler's state while the request is parked */
     bool ext_waited;     /* the request already waited once for a key set */
     void *ext_wait;      /* what it waits for (api_v1_ext.c) */
+    void *authz;         /* the caller's roles and the decision inputs (api_v1_authz.c) */
 };
 
 /*

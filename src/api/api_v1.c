@@ -261,6 +261,8 @@ static bool caller_from_secret(struct ts_http_req *req, const char *secret, size
     snprintf(c->secret_id, sizeof(c->secret_id), "%s", row->id);
     if (is_key)
         snprintf(c->key_role, sizeof(c->key_role), "%s", row->role);
+    if (is_key && c->role == V1_ROLE_NONE && strcmp(row->role, "client") != 0)
+        snprintf(c->roles, sizeof(c->roles), "%s", row->role); /* a defined role */
     set_identity(c, row->identity_collection, row->identity_id);
     c->expires_at = row->expires_at;
     memcpy(c->hash, hash, sizeof(hash));
@@ -396,33 +398,6 @@ bool v1_caller(struct ts_http_req *req, struct v1_caller *c)
     if (len > 2 && secret[0] == 'e' && secret[1] == 'y' && memchr(secret, '.', len))
         return caller_from_jwt(req, secret, len, c);
     v1_unauthorized(req, "unrecognised credential");
-    return false;
-}
-
-bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_role role)
-{
-    if (!v1_caller(req, c))
-        return false;
-    if (c->role >= role && role != V1_ROLE_NONE)
-        return true;
-    if (c->kind == V1_ANONYMOUS) {
-        v1_unauthorized(req, "a credential is required");
-        return false;
-    }
-    v1_forbidden(req);
-    return false;
-}
-
-bool v1_require_identity(struct ts_http_req *req, struct v1_caller *c)
-{
-    if (!v1_caller(req, c))
-        return false;
-    if (c->has_identity)
-        return true;
-    if (c->kind == V1_ANONYMOUS)
-        v1_unauthorized(req, "a credential is required");
-    else
-        v1_forbidden(req);
     return false;
 }
 

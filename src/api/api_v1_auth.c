@@ -263,16 +263,13 @@ void v1_identify(struct ts_http_req *req)
 
 /* ---- logout ---- */
 
-/* /v1/me, /v1/me/sessions and /v1/logout: every caller but anonymous ones and client keys
- * (which may only log in). */
-static bool require_me(struct ts_http_req *req, struct v1_caller *c)
+/* /v1/me, /v1/me/sessions and /v1/logout: as the roles say (the default profile has them),
+ * but never anonymous callers or keys without an identity or a built-in role (client keys
+ * and keys of a defined role: they have no session of their own). */
+static bool require_me(struct ts_http_req *req, struct v1_caller *c, enum v1_act act)
 {
-    if (!v1_caller(req, c))
+    if (!v1_require(req, c, act))
         return false;
-    if (c->kind == V1_ANONYMOUS) {
-        v1_unauthorized(req, "a credential is required");
-        return false;
-    }
     if (c->kind == V1_KEY && c->role == V1_ROLE_NONE && !c->has_identity) {
         v1_forbidden(req);
         return false;
@@ -284,7 +281,7 @@ void v1_logout(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!require_me(req, &c))
+    if (!require_me(req, &c, V1_ACT_AUTH_LOGOUT))
         return;
     size_t len;
     ts_http_body(req, &len);
@@ -346,7 +343,7 @@ void v1_logout(struct ts_http_req *req)
 void v1_tokens_create(struct ts_http_req *req)
 {
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_SERVER))
+    if (!v1_require(req, &c, V1_ACT_TOKEN_CREATE))
         return;
     json_t *body = v1_body(req);
     static const char *const allowed[] = {"identity", "ttl", "data", "origin", "meta", NULL};
@@ -394,7 +391,7 @@ static void respond_secret_page(struct ts_http_req *req, struct ts_secret_row **
     api_json(req, 200, answer);
 }
 
-static void secrets_list(struct ts_http_req *req, enum ts_secret_kind kind, enum v1_role need)
+static void secrets_list(struct ts_http_req *req, enum ts_secret_kind kind, enum v1_act need)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
@@ -425,7 +422,7 @@ static void secrets_list(struct ts_http_req *req, enum ts_secret_kind kind, enum
     ts_secret_rows_free(list, n);
 }
 
-static void secret_get(struct ts_http_req *req, enum ts_secret_kind kind, enum v1_role need)
+static void secret_get(struct ts_http_req *req, enum ts_secret_kind kind, enum v1_act need)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
@@ -446,7 +443,7 @@ static void secret_get(struct ts_http_req *req, enum ts_secret_kind kind, enum v
     ts_secret_row_free(r);
 }
 
-static void secret_delete(struct ts_http_req *req, enum ts_secret_kind kind, enum v1_role need)
+static void secret_delete(struct ts_http_req *req, enum ts_secret_kind kind, enum v1_act need)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
@@ -466,17 +463,17 @@ static void secret_delete(struct ts_http_req *req, enum ts_secret_kind kind, enu
 
 void v1_tokens_list(struct ts_http_req *req)
 {
-    secrets_list(req, TS_SECRET_TOKEN, V1_ROLE_SERVER_READ);
+    secrets_list(req, TS_SECRET_TOKEN, V1_ACT_TOKEN_LIST);
 }
 
 void v1_token_get(struct ts_http_req *req)
 {
-    secret_get(req, TS_SECRET_TOKEN, V1_ROLE_SERVER_READ);
+    secret_get(req, TS_SECRET_TOKEN, V1_ACT_TOKEN_GET);
 }
 
 void v1_token_delete(struct ts_http_req *req)
 {
-    secret_delete(req, TS_SECRET_TOKEN, V1_ROLE_SERVER);
+    secret_delete(req, TS_SECRET_TOKEN, V1_ACT_TOKEN_DELETE);
 }
 
 /* ---- keys ---- */
@@ -491,7 +488,7 @@ void v1_keys_create(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, V1_ACT_KEY_CREATE))
         return;
     json_t *body = v1_body(req);
     static const char *const allowed[] = {"role", "ttl", "description", "data", "identity", NULL};
@@ -500,10 +497,23 @@ void v1_keys_create(struct ts_http_req *req)
     bool bad = false;
     const char *role = api_str(body, "role", &bad);
     const char *description = api_str(body, "description", &bad);
-    if (bad || !key_role_ok(role)) {
+    if (bad || !role || (!key_role_ok(role) && !v1_name_ok(role))) {
         v1_error(req, 400, "invalid_request",
-                 "role must be admin, server, server-readonly or client");
+                 "role must be admin, server, server-readonly, client or a defined role");
         return;
+    }
+    if (!key_role_ok(role)) {
+        struct ts_authz_object *o = NULL;
+        enum ts_rc rc = ts_store_authz_get(api->store, TS_AUTHZ_ROLE, role, &o);
+        ts_authz_object_free(o);
+        if (rc == TS_E_NOT_FOUND) {
+            v1_error(req, 400, "invalid_request", "No role has that name");
+            return;
+        }
+        if (rc) {
+            v1_fail(req, rc, "role get");
+            return;
+        }
     }
     if (description && strlen(description) > 256) {
         v1_error(req, 400, "invalid_request", "description is limited to 256 bytes");
@@ -549,17 +559,17 @@ void v1_keys_create(struct ts_http_req *req)
 
 void v1_keys_list(struct ts_http_req *req)
 {
-    secrets_list(req, TS_SECRET_KEY, V1_ROLE_ADMIN);
+    secrets_list(req, TS_SECRET_KEY, V1_ACT_KEY_LIST);
 }
 
 void v1_key_get(struct ts_http_req *req)
 {
-    secret_get(req, TS_SECRET_KEY, V1_ROLE_ADMIN);
+    secret_get(req, TS_SECRET_KEY, V1_ACT_KEY_GET);
 }
 
 void v1_key_delete(struct ts_http_req *req)
 {
-    secret_delete(req, TS_SECRET_KEY, V1_ROLE_ADMIN);
+    secret_delete(req, TS_SECRET_KEY, V1_ACT_KEY_DELETE);
 }
 
 /* ---- credentials ---- */
@@ -569,7 +579,7 @@ void v1_credentials_list(struct ts_http_req *req)
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
     int64_t size;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN) || !v1_page_size(req, &size))
+    if (!v1_require(req, &c, V1_ACT_CREDENTIAL_LIST) || !v1_page_size(req, &size))
         return;
     const char *coll = ts_http_query(req, "collection");
     if (coll && !v1_name_ok(coll)) {
@@ -618,7 +628,7 @@ void v1_credential_delete(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, V1_ACT_CREDENTIAL_DELETE))
         return;
     const char *coll = ts_http_param(req, "c");
     const char *id = ts_http_param(req, "id");
@@ -652,7 +662,7 @@ void v1_me(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!require_me(req, &c))
+    if (!require_me(req, &c, V1_ACT_AUTH_ME))
         return;
     /* The answer changes only when something is written (the epoch moves): served from the
      * cache of checked secrets, a token check costs no database read at all. */
@@ -840,7 +850,7 @@ void v1_me_sessions(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!require_me(req, &c))
+    if (!require_me(req, &c, V1_ACT_AUTH_SESSIONS))
         return;
     if (c.has_identity) {
         respond_ledger(req, c.identity_collection, c.identity_id, &c);
@@ -868,7 +878,7 @@ void v1_me_sessions(struct ts_http_req *req)
 void v1_me_session_delete(struct ts_http_req *req)
 {
     struct v1_caller c;
-    if (!v1_require_identity(req, &c))
+    if (!v1_require_identity(req, &c, V1_ACT_AUTH_DELETE_SESSION))
         return;
     ledger_delete(req, c.identity_collection, c.identity_id, ts_http_param(req, "item"), &c);
 }
@@ -905,7 +915,7 @@ static const char *identity_collection(struct ts_http_req *req, const char *id)
 void v1_identity_sessions(struct ts_http_req *req)
 {
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_SERVER_READ))
+    if (!v1_require(req, &c, V1_ACT_SESSION_LIST))
         return;
     const char *id = ts_http_param(req, "id");
     const char *coll = identity_collection(req, id);
@@ -916,7 +926,7 @@ void v1_identity_sessions(struct ts_http_req *req)
 void v1_identity_session_delete(struct ts_http_req *req)
 {
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_SERVER))
+    if (!v1_require(req, &c, V1_ACT_SESSION_DELETE))
         return;
     const char *id = ts_http_param(req, "id");
     const char *coll = identity_collection(req, id);

@@ -30,7 +30,7 @@ void v1_collections_list(struct ts_http_req *req)
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
     int64_t size;
-    if (!v1_require(req, &c, V1_ROLE_SERVER_READ) || !v1_page_size(req, &size))
+    if (!v1_require(req, &c, V1_ACT_COLLECTION_LIST) || !v1_page_size(req, &size))
         return;
     const char *after = ts_http_query(req, "after");
     struct ts_collection_info *list = NULL;
@@ -67,7 +67,7 @@ void v1_collections_create(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, V1_ACT_COLLECTION_CREATE))
         return;
     json_t *body = v1_body(req);
     static const char *const allowed[] = {"name", NULL};
@@ -103,7 +103,7 @@ void v1_collection_get(struct ts_http_req *req)
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
     const char *name = collection_param(req);
-    if (!name || !v1_require(req, &c, V1_ROLE_SERVER_READ))
+    if (!name || !v1_require(req, &c, V1_ACT_COLLECTION_GET))
         return;
     if (is_users(name)) {
         api_json(req, 200, json_pack("{s:s, s:b}", "name", "users", "builtin", 1));
@@ -124,7 +124,7 @@ void v1_collection_delete(struct ts_http_req *req)
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
     const char *name = collection_param(req);
-    if (!name || !v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!name || !v1_require(req, &c, V1_ACT_COLLECTION_DELETE))
         return;
     if (is_users(name)) {
         v1_error(req, 400, "invalid_request", "The users collection cannot be deleted");
@@ -164,44 +164,79 @@ static void respond_user_doc(struct ts_http_req *req, const char *id)
     ts_user_free(u);
 }
 
-void v1_document_get(struct ts_http_req *req)
+/* A document (or a user) as JSON; answers 404/503 and returns NULL when there is none. */
+static json_t *read_doc_json(struct ts_http_req *req, const char *coll, const char *id)
 {
     struct ts_api *api = ts_http_app(req);
+    json_t *out = NULL;
+    enum ts_rc rc;
+    if (is_users(coll)) {
+        struct ts_user *u = NULL;
+        rc = ts_uuid_valid(id) ? ts_store_user_get(api->store, id, &u) : TS_E_NOT_FOUND;
+        if (!rc && u->deleted_at)
+            rc = TS_E_NOT_FOUND;
+        if (!rc)
+            out = v1_user_doc_json(u);
+        ts_user_free(u);
+    } else {
+        struct ts_doc *d = NULL;
+        rc = ts_store_doc_get(api->store, coll, id, ts_now_us(), &d);
+        if (!rc)
+            out = v1_doc_json(d);
+        ts_doc_free(d);
+    }
+    if (rc)
+        v1_fail(req, rc, "document get");
+    return out;
+}
+
+void v1_document_get(struct ts_http_req *req)
+{
     struct v1_caller c;
     const char *coll = collection_param(req);
     const char *id = ts_http_param(req, "id");
     if (!coll || !v1_caller(req, &c))
         return;
-    if (c.role < V1_ROLE_SERVER_READ && !v1_is_self(&c, coll, id)) {
-        if (c.kind == V1_ANONYMOUS)
-            v1_unauthorized(req, "a credential is required");
-        else
-            v1_forbidden(req);
+    /* built-in roles and an identity reading itself need no decision */
+    bool direct = v1_doc_builtin(&c, V1_DOC_READ) || v1_is_self(&c, coll, id);
+    if (!direct && !v1_doc_may(req, &c, coll, V1_DOC_READ))
         return;
-    }
     if (!v1_doc_id_ok(id)) {
         v1_error(req, 404, "not_found", "Not found");
         return;
     }
-    if (is_users(coll)) {
+    if (direct && is_users(coll)) {
         respond_user_doc(req, id);
         return;
     }
-    struct ts_doc *d = NULL;
-    enum ts_rc rc = ts_store_doc_get(api->store, coll, id, ts_now_us(), &d);
-    if (rc) {
-        v1_fail(req, rc, "document get");
+    json_t *doc = read_doc_json(req, coll, id);
+    if (!doc)
+        return;
+    if (!direct && !v1_doc_allowed(req, &c, coll, V1_DOC_READ, doc, NULL, NULL, true)) {
+        json_decref(doc);
         return;
     }
-    respond_doc(req, 200, d);
-    ts_doc_free(d);
+    api_json(req, 200, doc);
 }
 
-static void respond_doc_page(struct ts_http_req *req, struct ts_doc **list, size_t n, int64_t size)
+/* Keeps the documents the caller may read, when it is not a built-in role (filter set). */
+static void append_readable(struct ts_http_req *req, json_t *data, json_t *doc,
+                            const struct v1_caller *filter, const char *coll)
+{
+    if (filter && !v1_doc_allowed(req, filter, coll, V1_DOC_READ, doc, NULL, NULL, false))
+        json_decref(doc);
+    else
+        json_array_append_new(data, doc);
+}
+
+/* A page of documents; the cursor is the last document read, kept or not, so that paging
+ * goes on past documents the caller may not see. */
+static void respond_doc_page(struct ts_http_req *req, struct ts_doc **list, size_t n, int64_t size,
+                             const struct v1_caller *filter, const char *coll)
 {
     json_t *data = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(data, v1_doc_json(list[i]));
+        append_readable(req, data, v1_doc_json(list[i]), filter, coll);
     json_t *answer = json_pack("{s:o}", "data", data);
     if (n == (size_t)size)
         json_object_set_new(answer, "after", json_string(list[n - 1]->id));
@@ -209,7 +244,7 @@ static void respond_doc_page(struct ts_http_req *req, struct ts_doc **list, size
 }
 
 /* users listed as documents, by id like every collection's. */
-static void list_users(struct ts_http_req *req, int64_t size)
+static void list_users(struct ts_http_req *req, int64_t size, const struct v1_caller *filter)
 {
     struct ts_api *api = ts_http_app(req);
     const char *after = ts_http_query(req, "after");
@@ -226,7 +261,7 @@ static void list_users(struct ts_http_req *req, int64_t size)
     }
     json_t *data = json_array();
     for (size_t i = 0; i < n; i++)
-        json_array_append_new(data, v1_user_doc_json(users[i]));
+        append_readable(req, data, v1_user_doc_json(users[i]), filter, "users");
     json_t *answer = json_pack("{s:o}", "data", data);
     if (n == (size_t)size)
         json_object_set_new(answer, "after", json_string(users[n - 1]->id));
@@ -240,10 +275,14 @@ void v1_documents_list(struct ts_http_req *req)
     struct v1_caller c;
     int64_t size;
     const char *coll = collection_param(req);
-    if (!coll || !v1_require(req, &c, V1_ROLE_SERVER_READ) || !v1_page_size(req, &size))
+    if (!coll || !v1_caller(req, &c) || !v1_page_size(req, &size))
         return;
+    bool direct = v1_doc_builtin(&c, V1_DOC_LIST);
+    if (!direct && !v1_doc_allowed(req, &c, coll, V1_DOC_LIST, NULL, NULL, NULL, true))
+        return;
+    const struct v1_caller *filter = direct ? NULL : &c;
     if (is_users(coll)) {
-        list_users(req, size);
+        list_users(req, size, filter);
         return;
     }
     struct ts_doc **list = NULL;
@@ -254,7 +293,7 @@ void v1_documents_list(struct ts_http_req *req)
         v1_fail(req, rc, "document list");
         return;
     }
-    respond_doc_page(req, list, n, size);
+    respond_doc_page(req, list, n, size, filter, coll);
     ts_doc_list_free(list, n);
 }
 
@@ -275,6 +314,7 @@ struct doc_work {
     const char *hashed_password; /* an imported hash */
     const char *current_password;
     bool self_change; /* an identity changing its own password */
+    bool checked;     /* not a built-in role: the roles decide, on the document */
     char *stored_hash;
 };
 
@@ -338,6 +378,63 @@ static void write_credential(struct ts_http_req *req, struct doc_work *w, const 
     ts_doc_free(d);
 }
 
+/* The data a write leaves: PUT's, or PATCH's merged into cur's (a new reference). */
+static json_t *data_after(const struct doc_work *w, const struct ts_doc *cur)
+{
+    if (w->op != OP_PATCH)
+        return json_deep_copy(w->data);
+    json_t *data = json_deep_copy(cur->data);
+    if (w->data)
+        merge_patch(data, w->data);
+    return data;
+}
+
+/*
+ * The roles' decision on a write by a caller without a built-in role: create sees the new
+ * document, write the current one (old, resource) and the result (new). A write that sets or
+ * changes data.profiles also needs profile:assign, or identities could raise themselves.
+ * cur: the current document, or NULL to read it here. False when it answered.
+ */
+static bool write_decide(struct ts_http_req *req, struct doc_work *w, const struct ts_doc *cur)
+{
+    json_t *new_doc = NULL, *old_doc = NULL;
+    struct ts_doc *read = NULL;
+    bool ok;
+    if (w->op == OP_CREATE) {
+        new_doc =
+            json_pack("{s:s, s:s, s:O}", "id", w->id, "collection", w->collection, "data", w->data);
+        ok = v1_doc_allowed(req, &w->caller, w->collection, V1_DOC_CREATE, new_doc, NULL, new_doc,
+                            true);
+    } else {
+        if (!cur) {
+            struct ts_api *api = ts_http_app(req);
+            enum ts_rc rc = ts_store_doc_get(api->store, w->collection, w->id, ts_now_us(), &read);
+            if (rc) {
+                v1_fail(req, rc, "document get");
+                return false;
+            }
+            cur = read;
+        }
+        old_doc = v1_doc_json(cur);
+        new_doc = json_pack("{s:s, s:s, s:o}", "id", w->id, "collection", w->collection, "data",
+                            data_after(w, cur));
+        ok = v1_doc_allowed(req, &w->caller, w->collection, V1_DOC_WRITE, old_doc, old_doc, new_doc,
+                            true);
+    }
+    const json_t *before = json_object_get(json_object_get(old_doc, "data"), "profiles");
+    const json_t *after = json_object_get(json_object_get(new_doc, "data"), "profiles");
+    bool same = (!before && !after) || (before && after && json_equal(before, after));
+    if (ok && !same && !v1_allowed(req, &w->caller, V1_ACT_PROFILE_ASSIGN)) {
+        if (ts_http_status(req) == 0)
+            v1_deny(req, &w->caller);
+        ok = false;
+    }
+    json_decref(new_doc);
+    json_decref(old_doc);
+    ts_doc_free(read);
+    return ok;
+}
+
 /* Writes the document (after hashing, when a password was given). */
 static void doc_write_finish(struct ts_http_req *req, struct doc_work *w, const char *hash)
 {
@@ -362,23 +459,26 @@ static void doc_write_finish(struct ts_http_req *req, struct doc_work *w, const 
                               .now = ts_now_us()};
     struct ts_doc *out = NULL;
     enum ts_rc rc;
-    if (w->op != OP_PATCH) {
+    if (w->op == OP_CREATE || (w->op == OP_PUT && !w->checked)) {
         dw.mode = w->op == OP_CREATE ? TS_DOC_CREATE : TS_DOC_REPLACE;
         rc = ts_store_doc_write(api->store, &dw, &out);
     } else {
-        /* read, merge, compare-and-swap; a concurrent writer makes us merge again */
+        /* read, merge, (decide,) compare-and-swap: a concurrent writer makes us start again,
+         * so that a decision is always about the version replaced */
         rc = TS_E_STALE;
         for (int i = 0; i < PATCH_RETRIES && rc == TS_E_STALE; i++) {
             struct ts_doc *cur = NULL;
             rc = ts_store_doc_get(api->store, w->collection, w->id, ts_now_us(), &cur);
             if (rc)
                 break;
-            json_t *data = json_deep_copy(cur->data);
-            if (w->data)
-                merge_patch(data, w->data);
+            if (w->checked && !write_decide(req, w, cur)) {
+                ts_doc_free(cur);
+                return;
+            }
+            json_t *data = data_after(w, cur);
             dw.mode = TS_DOC_REPLACE;
             dw.data = data;
-            dw.expires_at = w->ttl_given ? w->expires_at : cur->expires_at;
+            dw.expires_at = w->op == OP_PUT || w->ttl_given ? w->expires_at : cur->expires_at;
             dw.expect_ts = cur->ts;
             dw.now = ts_now_us();
             rc = ts_store_doc_write(api->store, &dw, &out);
@@ -478,19 +578,22 @@ static void doc_write(struct ts_http_req *req, enum write_op op)
     if (!v1_only(req, body, op == OP_CREATE ? create_members : write_members))
         return;
     json_t *cred = json_object_get(body, "credentials");
-    /* Who may write: server and admin keys; an identity only its own password. */
+    /* Who may write: server and admin keys; an identity its own password; anyone else as
+     * its roles decide on the document (write_decide). Users change through /admin only. */
     if (w->caller.role < V1_ROLE_SERVER) {
         const char *id = ts_http_param(req, "id");
         bool own = op == OP_PATCH && id && v1_is_self(&w->caller, coll, id) && cred &&
                    json_object_size(body) == 1;
-        if (!own) {
-            if (w->caller.kind == V1_ANONYMOUS)
-                v1_unauthorized(req, "a credential is required");
-            else
-                v1_forbidden(req);
+        if (own) {
+            w->self_change = true;
+        } else if (is_users(coll) || !v1_doc_may(req, &w->caller, coll,
+                                                 op == OP_CREATE ? V1_DOC_CREATE : V1_DOC_WRITE)) {
+            if (ts_http_status(req) == 0)
+                v1_deny(req, &w->caller);
             return;
+        } else {
+            w->checked = true;
         }
-        w->self_change = true;
     }
     if (is_users(coll) && (op != OP_PATCH || !cred || json_object_size(body) != 1)) {
         v1_error(req, 400, "invalid_request",
@@ -541,6 +644,8 @@ static void doc_write(struct ts_http_req *req, enum write_op op)
     } else if (ttl) {
         w->ttl_given = true; /* null: no expiry */
     }
+    if (w->checked && !write_decide(req, w, NULL))
+        return;
     if (cred && !json_is_null(cred) && !parse_credentials(req, w, cred))
         return;
     if (w->self_change) {
@@ -594,11 +699,28 @@ void v1_document_delete(struct ts_http_req *req)
     struct v1_caller c;
     const char *coll = collection_param(req);
     const char *id = ts_http_param(req, "id");
-    if (!coll || !v1_require(req, &c, V1_ROLE_SERVER))
+    if (!coll || !v1_caller(req, &c))
         return;
+    bool direct = v1_doc_builtin(&c, V1_DOC_DELETE);
+    if (!direct && (!v1_doc_may(req, &c, coll, V1_DOC_DELETE) || is_users(coll))) {
+        if (ts_http_status(req) == 0)
+            v1_deny(req, &c); /* users are deleted by servers only */
+        return;
+    }
     if (!v1_doc_id_ok(id)) {
         v1_error(req, 404, "not_found", "Not found");
         return;
+    }
+    if (!direct) {
+        /* decided on the document as it is now (a write between this read and the delete
+         * is not seen: deletes carry no version) */
+        json_t *doc = read_doc_json(req, coll, id);
+        if (!doc)
+            return;
+        bool ok = v1_doc_allowed(req, &c, coll, V1_DOC_DELETE, doc, doc, NULL, true);
+        json_decref(doc);
+        if (!ok)
+            return;
     }
     enum ts_rc rc;
     if (is_users(coll))
@@ -633,7 +755,7 @@ void v1_indexes_list(struct ts_http_req *req)
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
     const char *coll = collection_param(req);
-    if (!coll || !v1_require(req, &c, V1_ROLE_SERVER_READ))
+    if (!coll || !v1_require(req, &c, V1_ACT_INDEX_LIST))
         return;
     json_t *data = json_array();
     if (is_users(coll)) {
@@ -659,7 +781,7 @@ void v1_indexes_create(struct ts_http_req *req)
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
     const char *coll = collection_param(req);
-    if (!coll || !v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!coll || !v1_require(req, &c, V1_ACT_INDEX_CREATE))
         return;
     json_t *body = v1_body(req);
     static const char *const allowed[] = {"name", "terms", "unique", NULL};
@@ -695,7 +817,8 @@ void v1_indexes_create(struct ts_http_req *req)
     api_json(req, 201, index_json(&def));
 }
 
-static void lookup_users(struct ts_http_req *req, const char *name, const char *term)
+static void lookup_users(struct ts_http_req *req, const char *name, const char *term,
+                         const struct v1_caller *filter)
 {
     struct ts_api *api = ts_http_app(req);
     if (strcmp(name, "users_by_email") != 0) {
@@ -713,7 +836,7 @@ static void lookup_users(struct ts_http_req *req, const char *name, const char *
         return;
     }
     if (!rc && !u->deleted_at)
-        json_array_append_new(data, v1_user_doc_json(u));
+        append_readable(req, data, v1_user_doc_json(u), filter, "users");
     ts_user_free(u);
     api_json(req, 200, json_pack("{s:o}", "data", data));
 }
@@ -725,14 +848,24 @@ void v1_index_get(struct ts_http_req *req)
     int64_t size;
     const char *coll = collection_param(req);
     const char *name = ts_http_param(req, "name");
-    if (!coll || !v1_require(req, &c, V1_ROLE_SERVER_READ) || !v1_page_size(req, &size))
+    if (!coll || !v1_caller(req, &c) || !v1_page_size(req, &size))
         return;
+    const char *terms[8];
+    size_t nterms = ts_http_query_all(req, "term", terms, 8);
+    /* the definition is the index controller's; a lookup lists documents */
+    bool direct = nterms == 0 || v1_doc_builtin(&c, V1_DOC_LIST);
+    if (nterms == 0 && !v1_allowed(req, &c, V1_ACT_INDEX_GET)) {
+        if (ts_http_status(req) == 0)
+            v1_deny(req, &c);
+        return;
+    }
+    if (!direct && !v1_doc_allowed(req, &c, coll, V1_DOC_LIST, NULL, NULL, NULL, true))
+        return;
+    const struct v1_caller *filter = direct ? NULL : &c;
     if (!v1_name_ok(name)) {
         v1_error(req, 404, "not_found", "No such index");
         return;
     }
-    const char *terms[8];
-    size_t nterms = ts_http_query_all(req, "term", terms, 8);
     if (nterms > 8) {
         v1_error(req, 400, "invalid_request", "At most 8 terms");
         return;
@@ -744,7 +877,7 @@ void v1_index_get(struct ts_http_req *req)
             else
                 v1_error(req, 404, "not_found", "No such index");
         } else {
-            lookup_users(req, name, terms[0]);
+            lookup_users(req, name, terms[0], filter);
         }
         return;
     }
@@ -785,7 +918,7 @@ void v1_index_get(struct ts_http_req *req)
         v1_fail(req, rc, "index lookup");
         return;
     }
-    respond_doc_page(req, list, n, size);
+    respond_doc_page(req, list, n, size, filter, coll);
     ts_doc_list_free(list, n);
 }
 
@@ -795,7 +928,7 @@ void v1_index_delete(struct ts_http_req *req)
     struct v1_caller c;
     const char *coll = collection_param(req);
     const char *name = ts_http_param(req, "name");
-    if (!coll || !v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!coll || !v1_require(req, &c, V1_ACT_INDEX_DELETE))
         return;
     if (is_users(coll)) {
         v1_error(req, 400, "invalid_request", "Built-in indexes cannot be deleted");

@@ -16,152 +16,49 @@
 #include <string.h>
 
 #include "api_v1_int.h"
+#include "authz/authz.h"
 
 #define MAX_RULES 16
-#define MAX_CONDS 8
-
-/* ---- role predicates, the subset that needs no language yet ---- */
+/* ---- role rules: claims -> roles ---- */
 
 /*
- * A role rule's predicate is a string in the syntax of the predicate language to come (the
- * authorization issue), restricted for now to what exact claim values need:
- *   true
- *   claims.PATH == LITERAL        (or LITERAL == claims.PATH)
- *   LITERAL in claims.PATH        (the claim is an array holding the literal)
- *   COND && COND ...
- * LITERAL is a JSON string, number, true or false; PATH is dot-separated names.
+ * A rule grants a role (a built-in key role, or a defined one) to the bearer of a JWT whose
+ * claims satisfy its predicate, written in the predicate language (src/authz) over the root
+ * claims; no predicate means every token of the provider.
  */
-struct ext_cond {
-    char path[128]; /* after "claims." */
-    bool in;
-    json_t *value;
-};
-
 struct ext_rule {
-    enum v1_role role;
-    char role_name[32];
-    size_t n;
-    struct ext_cond conds[MAX_CONDS];
+    enum v1_role role; /* the built-in role, or NONE for a defined role */
+    bool defined;      /* role_name is a defined role (docs/AUTHORIZATION.md) */
+    char role_name[TS_STORE_NAME_MAX + 1];
+    struct ts_pred *pred; /* NULL: always */
 };
-
-static void skip_ws(const char **p)
-{
-    while (**p == ' ' || **p == '\t' || **p == '\n' || **p == '\r')
-        (*p)++;
-}
-
-/* Parses a literal at *p into *out; false when there is none. */
-static bool parse_literal(const char **p, json_t **out)
-{
-    const char *s = *p;
-    const char *e = s;
-    if (*s == '"') {
-        e++;
-        while (*e && *e != '"') {
-            if (*e == '\\' && e[1])
-                e++;
-            e++;
-        }
-        if (*e != '"')
-            return false;
-        e++;
-    } else if (strncmp(s, "true", 4) == 0 || strncmp(s, "false", 5) == 0) {
-        e = s + (*s == 't' ? 4 : 5);
-    } else {
-        e += strspn(s, "-+0123456789.eE");
-        if (e == s)
-            return false;
-    }
-    json_error_t err;
-    json_t *v = json_loadb(s, (size_t)(e - s), JSON_DECODE_ANY, &err);
-    if (!v)
-        return false;
-    *out = v;
-    *p = e;
-    return true;
-}
-
-/* Parses "claims.a.b" at *p into path; false when there is none. */
-static bool parse_path(const char **p, char *path, size_t cap)
-{
-    if (strncmp(*p, "claims.", 7) != 0)
-        return false;
-    const char *s = *p + 7;
-    size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:/");
-    if (n == 0 || n >= cap || s[0] == '.' || s[n - 1] == '.' || strstr(s, ".."))
-        return false;
-    memcpy(path, s, n);
-    path[n] = '\0';
-    *p = s + n;
-    return true;
-}
 
 static void rule_clear(struct ext_rule *r)
 {
-    for (size_t i = 0; i < r->n; i++)
-        json_decref(r->conds[i].value);
-    r->n = 0;
+    ts_pred_free(r->pred);
+    r->pred = NULL;
 }
 
-/* Compiles a predicate; on error returns false with a message naming the column. */
-static bool compile_predicate(const char *text, struct ext_rule *r, char *err, size_t errcap)
+/* Compiles a predicate; on error returns false with a message naming the line and column. */
+static bool compile_predicate(const char *text, struct ext_rule *r, size_t at, char *err,
+                              size_t errcap)
 {
-    const char *p = text;
-    skip_ws(&p);
-    if (strncmp(p, "true", 4) == 0) {
-        const char *q = p + 4;
-        skip_ws(&q);
-        if (!*q)
-            return true; /* no conditions: always */
-    }
-    for (;;) {
-        skip_ws(&p);
-        if (r->n == MAX_CONDS) {
-            snprintf(err, errcap, "at most %d conditions", MAX_CONDS);
-            return false;
-        }
-        struct ext_cond *c = &r->conds[r->n];
-        memset(c, 0, sizeof(*c));
-        if (parse_path(&p, c->path, sizeof(c->path))) {
-            skip_ws(&p);
-            if (strncmp(p, "==", 2) != 0)
-                goto bad;
-            p += 2;
-            skip_ws(&p);
-            if (!parse_literal(&p, &c->value))
-                goto bad;
-        } else if (parse_literal(&p, &c->value)) {
-            r->n++; /* owns value now */
-            skip_ws(&p);
-            if (strncmp(p, "in", 2) == 0 && (p[2] == ' ' || p[2] == '\t')) {
-                p += 2;
-                c->in = true;
-            } else if (strncmp(p, "==", 2) == 0) {
-                p += 2;
-            } else {
-                goto bad;
-            }
-            skip_ws(&p);
-            if (!parse_path(&p, c->path, sizeof(c->path)))
-                goto bad;
-            r->n--;
-        } else {
-            goto bad;
-        }
-        r->n++;
-        skip_ws(&p);
-        if (!*p)
-            return true;
-        if (strncmp(p, "&&", 2) != 0)
-            goto bad;
-        p += 2;
-    }
-bad:
-    snprintf(err, errcap,
-             "predicate: syntax error at line 1, column %d (supported until the predicate "
-             "language arrives: claims.PATH == LITERAL, LITERAL in claims.PATH, &&, true)",
-             (int)(p - text) + 1);
+    struct ts_pred_error pe = {0};
+    if (ts_pred_compile(text, NULL, &r->pred, &pe) == TS_OK)
+        return true;
+    snprintf(err, errcap, "roles[%zu].predicate: line %u, column %u: %s", at, pe.line, pe.column,
+             pe.message);
     return false;
+}
+
+/* Whether the rule applies to claims; an evaluation error does not grant. */
+static bool rule_matches(const struct ext_rule *r, const json_t *claims, struct ts_arena *a)
+{
+    if (!r->pred)
+        return true;
+    struct ts_pred_input in = {.claims = claims, .now_s = ts_now_us() / 1000000};
+    bool yes = false;
+    return ts_pred_eval(r->pred, &in, a, &yes, NULL) == TS_OK && yes;
 }
 
 static const json_t *claim_at(const json_t *claims, const char *path)
@@ -181,29 +78,6 @@ static const json_t *claim_at(const json_t *claims, const char *path)
             p++;
     }
     return cur;
-}
-
-static bool rule_matches(const struct ext_rule *r, const json_t *claims)
-{
-    for (size_t i = 0; i < r->n; i++) {
-        const struct ext_cond *c = &r->conds[i];
-        const json_t *v = claim_at(claims, c->path);
-        if (!v)
-            return false;
-        if (c->in) {
-            bool found = false;
-            size_t k;
-            const json_t *e;
-            if (!json_is_array(v))
-                return false;
-            json_array_foreach(v, k, e) found = found || json_equal(e, c->value);
-            if (!found)
-                return false;
-        } else if (!json_equal(v, c->value)) {
-            return false;
-        }
-    }
-    return true;
 }
 
 /* ---- providers ---- */
@@ -253,9 +127,10 @@ static bool url_ok(const char *u)
     return (https || loop) && strlen(u) < 2048 && !strpbrk(u, " \t\r\n");
 }
 
-static enum v1_role role_named(const char *r, bool *ok)
+static enum v1_role role_named(const char *r, bool *ok, bool *defined)
 {
     *ok = true;
+    *defined = false;
     if (strcmp(r, "admin") == 0)
         return V1_ROLE_ADMIN;
     if (strcmp(r, "server") == 0)
@@ -264,7 +139,8 @@ static enum v1_role role_named(const char *r, bool *ok)
         return V1_ROLE_SERVER_READ;
     if (strcmp(r, "client") == 0)
         return V1_ROLE_NONE;
-    *ok = false;
+    *ok = v1_name_ok(r);
+    *defined = *ok;
     return V1_ROLE_NONE;
 }
 
@@ -384,16 +260,18 @@ static struct ext_provider *provider_from_json(struct ts_api *api, json_t *in, c
             bool ok = false;
             struct ext_rule *rule = &p->rules[p->nrules];
             if (rn && json_object_size(r) <= 2)
-                rule->role = role_named(rn, &ok);
+                rule->role = role_named(rn, &ok, &rule->defined);
             if (!ok) {
                 json_decref(alg_list);
                 snprintf(err, errcap,
-                         "roles[%zu].role must be admin, server, server-readonly or client", i);
+                         "roles[%zu].role must be admin, server, server-readonly, client or the "
+                         "name of a defined role",
+                         i);
                 goto fail;
             }
             snprintf(rule->role_name, sizeof(rule->role_name), "%s", rn);
             p->nrules++;
-            if (pred && !compile_predicate(pred, rule, err, errcap)) {
+            if (pred && !compile_predicate(pred, rule, i, err, errcap)) {
                 json_decref(alg_list);
                 goto fail;
             }
@@ -718,15 +596,24 @@ static enum ts_rc identity_of(struct ts_api *api, const struct ext_provider *p,
     return rc;
 }
 
-static enum v1_role role_from_claims(const struct ext_provider *p, const json_t *claims, bool *any)
+/* The best built-in role the claims earn; the defined roles they earn go to c->roles. */
+static enum v1_role role_from_claims(const struct ext_provider *p, const json_t *claims,
+                                     struct ts_arena *a, struct v1_caller *c, bool *any)
 {
     enum v1_role best = V1_ROLE_NONE;
     *any = false;
+    size_t used = 0;
     for (size_t i = 0; i < p->nrules; i++)
-        if (rule_matches(&p->rules[i], claims)) {
+        if (rule_matches(&p->rules[i], claims, a)) {
             *any = true;
             if (p->rules[i].role > best)
                 best = p->rules[i].role;
+            size_t len = strlen(p->rules[i].role_name);
+            if (p->rules[i].defined && used + len + 2 <= sizeof(c->roles)) {
+                snprintf(c->roles + used, sizeof(c->roles) - used, "%s%s", used ? " " : "",
+                         p->rules[i].role_name);
+                used += len + (used ? 1 : 0);
+            }
         }
     return best;
 }
@@ -767,9 +654,9 @@ bool v1_caller_external(struct ts_http_req *req, const char *token, size_t len,
     struct ts_external_link *link = NULL;
     rc = identity_of(api, p, claims, &link);
     bool any_role = false;
-    enum v1_role role = role_from_claims(p, claims, &any_role);
-    int64_t exp = (int64_t)json_number_value(json_object_get(claims, "exp"));
     memset(c, 0, sizeof(*c));
+    enum v1_role role = role_from_claims(p, claims, ts_http_arena(req), c, &any_role);
+    int64_t exp = (int64_t)json_number_value(json_object_get(claims, "exp"));
     c->kind = V1_JWT_EXTERNAL;
     c->role = role;
     snprintf(c->ext_provider, sizeof(c->ext_provider), "%s", p->name);
@@ -804,7 +691,7 @@ void v1_providers_list(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, V1_ACT_PROVIDER_LIST))
         return;
     struct ts_access_provider **rows = NULL;
     size_t n = 0;
@@ -828,7 +715,7 @@ static void provider_write(struct ts_http_req *req, bool create)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, create ? V1_ACT_PROVIDER_CREATE : V1_ACT_PROVIDER_UPDATE))
         return;
     json_t *body = v1_body(req);
     if (!body)
@@ -847,6 +734,28 @@ static void provider_write(struct ts_http_req *req, bool create)
     if (!p) {
         v1_error(req, 400, "invalid_request", err);
         return;
+    }
+    /* a rule's defined role must exist when the provider is written (deleting it later only
+     * makes the rule grant nothing) */
+    for (size_t i = 0; i < p->nrules; i++) {
+        if (!p->rules[i].defined)
+            continue;
+        struct ts_authz_object *o = NULL;
+        enum ts_rc rc = ts_store_authz_get(api->store, TS_AUTHZ_ROLE, p->rules[i].role_name, &o);
+        ts_authz_object_free(o);
+        if (rc) {
+            provider_free(p);
+            if (rc == TS_E_NOT_FOUND) {
+                snprintf(err, sizeof(err),
+                         "roles[%zu].role must be admin, server, server-readonly, client or the "
+                         "name of a defined role",
+                         i);
+                v1_error(req, 400, "invalid_request", err);
+            } else {
+                v1_fail(req, rc, "role get");
+            }
+            return;
+        }
     }
     int64_t now = ts_now_us();
     struct ts_access_provider row = {.name = p->name,
@@ -882,7 +791,7 @@ void v1_provider_get(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, V1_ACT_PROVIDER_GET))
         return;
     struct ts_access_provider *row = NULL;
     const char *name = ts_http_param(req, "name");
@@ -903,7 +812,7 @@ void v1_provider_delete(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_require(req, &c, V1_ROLE_ADMIN))
+    if (!v1_require(req, &c, V1_ACT_PROVIDER_DELETE))
         return;
     const char *name = ts_http_param(req, "name");
     enum ts_rc rc = v1_name_ok(name) ? ts_store_provider_delete(api->store, name) : TS_E_NOT_FOUND;

@@ -18,7 +18,8 @@
 #define V1_SECRET_PREFIX_KEY "tsk_"
 #define V1_SECRET_LEN (4 + TS_REFRESH_TOKEN_LEN) /* prefix + 32 base64url characters */
 
-/* What a caller may do, before roles arrive (docs/API.md, "What each caller may do"). */
+/* The built-in roles of keys (Fauna's), which hold rights of their own beside defined roles
+ * (docs/AUTHORIZATION.md, "Built-in roles"). */
 enum v1_role {
     V1_ROLE_NONE,        /* anonymous, client keys, and identities acting for themselves */
     V1_ROLE_SERVER_READ, /* server-readonly */
@@ -36,11 +37,83 @@ enum v1_kind {
     V1_JWT_EXCHANGE, /* a Tessera access token issued by /v1/oauth/token */
 };
 
+/*
+ * The actions of /v1 that roles govern, one per endpoint (resource "api/<controller>"), and
+ * the least built-in key role that may take each without a defined role. Public actions
+ * verify their own credentials (login) and need no right; `always` ones are open to every
+ * caller that presented a valid credential (ending one's own session).
+ */
+#define V1_ACTION_TABLE(X)                                                                         \
+    X(AUTH_LOGIN, "auth", "login", V1_ROLE_NONE, V1_PUBLIC)                                        \
+    X(AUTH_IDENTIFY, "auth", "identify", V1_ROLE_NONE, V1_PUBLIC)                                  \
+    X(AUTH_LOGOUT, "auth", "logout", V1_ROLE_NONE, V1_ALWAYS)                                      \
+    X(AUTH_ME, "auth", "me", V1_ROLE_SERVER_READ, V1_GOVERNED)                                     \
+    X(AUTH_SESSIONS, "auth", "sessions", V1_ROLE_SERVER_READ, V1_GOVERNED)                         \
+    X(AUTH_DELETE_SESSION, "auth", "delete_session", V1_ROLE_SERVER_READ, V1_GOVERNED)             \
+    X(AUTH_RIGHTS, "auth", "rights", V1_ROLE_SERVER_READ, V1_GOVERNED)                             \
+    X(AUTHZ_CHECK, "authz", "check", V1_ROLE_SERVER_READ, V1_GOVERNED)                             \
+    X(AUTHZ_GATEWAY, "authz", "gateway", V1_ROLE_NONE, V1_PUBLIC)                                  \
+    X(OAUTH_TOKEN, "oauth", "token", V1_ROLE_NONE, V1_PUBLIC)                                      \
+    X(COLLECTION_LIST, "collection", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                     \
+    X(COLLECTION_GET, "collection", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                       \
+    X(COLLECTION_CREATE, "collection", "create", V1_ROLE_ADMIN, V1_GOVERNED)                       \
+    X(COLLECTION_DELETE, "collection", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                       \
+    X(INDEX_LIST, "index", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                               \
+    X(INDEX_GET, "index", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                                 \
+    X(INDEX_CREATE, "index", "create", V1_ROLE_ADMIN, V1_GOVERNED)                                 \
+    X(INDEX_DELETE, "index", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                                 \
+    X(TOKEN_LIST, "token", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                               \
+    X(TOKEN_GET, "token", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                                 \
+    X(TOKEN_CREATE, "token", "create", V1_ROLE_SERVER, V1_GOVERNED)                                \
+    X(TOKEN_DELETE, "token", "delete", V1_ROLE_SERVER, V1_GOVERNED)                                \
+    X(KEY_LIST, "key", "list", V1_ROLE_ADMIN, V1_GOVERNED)                                         \
+    X(KEY_GET, "key", "get", V1_ROLE_ADMIN, V1_GOVERNED)                                           \
+    X(KEY_CREATE, "key", "create", V1_ROLE_ADMIN, V1_GOVERNED)                                     \
+    X(KEY_DELETE, "key", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                                     \
+    X(CREDENTIAL_LIST, "credential", "list", V1_ROLE_ADMIN, V1_GOVERNED)                           \
+    X(CREDENTIAL_DELETE, "credential", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                       \
+    X(SESSION_LIST, "session", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                           \
+    X(SESSION_DELETE, "session", "delete", V1_ROLE_SERVER, V1_GOVERNED)                            \
+    X(PROVIDER_LIST, "access_provider", "list", V1_ROLE_ADMIN, V1_GOVERNED)                        \
+    X(PROVIDER_GET, "access_provider", "get", V1_ROLE_ADMIN, V1_GOVERNED)                          \
+    X(PROVIDER_CREATE, "access_provider", "create", V1_ROLE_ADMIN, V1_GOVERNED)                    \
+    X(PROVIDER_UPDATE, "access_provider", "update", V1_ROLE_ADMIN, V1_GOVERNED)                    \
+    X(PROVIDER_DELETE, "access_provider", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                    \
+    X(ROLE_LIST, "role", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                                 \
+    X(ROLE_GET, "role", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                                   \
+    X(ROLE_CREATE, "role", "create", V1_ROLE_ADMIN, V1_GOVERNED)                                   \
+    X(ROLE_UPDATE, "role", "update", V1_ROLE_ADMIN, V1_GOVERNED)                                   \
+    X(ROLE_DELETE, "role", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                                   \
+    X(PROFILE_LIST, "profile", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                           \
+    X(PROFILE_GET, "profile", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                             \
+    X(PROFILE_CREATE, "profile", "create", V1_ROLE_ADMIN, V1_GOVERNED)                             \
+    X(PROFILE_UPDATE, "profile", "update", V1_ROLE_ADMIN, V1_GOVERNED)                             \
+    X(PROFILE_DELETE, "profile", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                             \
+    X(PROFILE_ASSIGN, "profile", "assign", V1_ROLE_SERVER, V1_GOVERNED)
+
+enum v1_access { V1_GOVERNED, V1_PUBLIC, V1_ALWAYS };
+
+enum v1_act {
+#define V1_ACT_ENUM(e, c, a, r, p) V1_ACT_##e,
+    V1_ACTION_TABLE(V1_ACT_ENUM)
+#undef V1_ACT_ENUM
+        V1_ACT_COUNT
+};
+
+struct v1_action {
+    const char *controller;
+    const char *action;
+    const char *resource; /* "api/<controller>" */
+    enum v1_role builtin; /* the least key role that may take it; NONE: none */
+    enum v1_access access;
+};
+extern const struct v1_action v1_actions[V1_ACT_COUNT];
+
 struct v1_caller {
     enum v1_kind kind;
     enum v1_role role;
-    char secret_id[TS_STORE_ID_LEN + 1]; /* the tst_/tsk_ row id */
-    char key_role[32];                   /* V1_KEY: the key's role name */
+    char secret_id[TS_STORE_ID_LEN + 1];  /* the tst_/tsk_ row id */
+    char key_role[TS_STORE_NAME_MAX + 1]; /* V1_KEY: the key's role name */
     bool has_identity;
     char identity_collection[TS_STORE_NAME_MAX + 1];
     char identity_id[TS_STORE_DOC_ID_MAX + 1];
@@ -49,6 +122,8 @@ struct v1_caller {
     char ext_provider[TS_STORE_NAME_MAX + 1]; /* V1_JWT_EXTERNAL: the AccessProvider */
     char ext_sub[256];                        /* V1_JWT_EXTERNAL: the token's sub */
     uint8_t hash[TS_SECRET_HASH_LEN];         /* V1_KEY, V1_TOKEN: the secret's SHA-256 */
+    char roles[400]; /* roles the credential itself grants (a key's defined role, an
+                        AccessProvider's rules), space-separated; "" = none */
 };
 
 /*
@@ -94,12 +169,44 @@ bool v1_path(struct ts_http_req *req);
 /* Works out who is calling. Answers 401 and returns false when a credential was presented
  * and is not valid; no credential is the anonymous caller. */
 bool v1_caller(struct ts_http_req *req, struct v1_caller *c);
-/* v1_caller, then requires at least `role`; answers 403 (or 401 for anonymous) otherwise. */
-bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_role role);
-/* v1_caller, then requires an identity (tokens, user JWTs, keys bound to one). */
-bool v1_require_identity(struct ts_http_req *req, struct v1_caller *c);
+/* v1_caller, then v1_allowed(act); answers 403 (or 401 for anonymous) otherwise. */
+bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_act act);
+/* v1_require, then requires an identity (tokens, user JWTs, keys bound to one). */
+bool v1_require_identity(struct ts_http_req *req, struct v1_caller *c, enum v1_act act);
 /* True when the caller's identity is (collection, id). */
 bool v1_is_self(const struct v1_caller *c, const char *collection, const char *id);
+
+/* ---- authorization (api_v1_authz.c; docs/AUTHORIZATION.md) ---- */
+
+/* The roles, profiles and caches of authorization. */
+struct v1_authz;
+struct v1_authz *v1_authz_new(const struct ts_config *cfg);
+void v1_authz_free(struct v1_authz *z);
+/* Reads GATEWAY_ROUTES; TS_E_INVALID with *err (heap) when the file is unusable. */
+TS_NODISCARD enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *path, char **err);
+
+/* Whether the caller may take act (its built-in role, then its roles); no answer given. */
+bool v1_allowed(struct ts_http_req *req, const struct v1_caller *c, enum v1_act act);
+/* 401 for an anonymous caller, 403 otherwise. */
+void v1_deny(struct ts_http_req *req, const struct v1_caller *c);
+
+enum v1_doc_action { V1_DOC_READ, V1_DOC_CREATE, V1_DOC_WRITE, V1_DOC_DELETE, V1_DOC_LIST };
+/*
+ * Whether the caller may take action on a document of collection: built-in roles (read and
+ * list from server-readonly, the others from server), then the roles' privileges on
+ * "collections/<collection>", whose predicates see resource, old and new (any may be NULL).
+ * answer: give the 401/403 when refused (listing filters instead).
+ */
+bool v1_doc_allowed(struct ts_http_req *req, const struct v1_caller *c, const char *collection,
+                    enum v1_doc_action action, const json_t *resource, const json_t *old_doc,
+                    const json_t *new_doc, bool answer);
+/* Whether some role could allow action on collection (a true rule or a predicate): the
+ * check before a document is read, so that a caller with no right at all learns nothing of
+ * its existence. Answers 401/403 (or 503) and returns false otherwise. */
+bool v1_doc_may(struct ts_http_req *req, const struct v1_caller *c, const char *collection,
+                enum v1_doc_action action);
+/* True when a built-in role alone allows action (no per-document decision is needed). */
+bool v1_doc_builtin(const struct v1_caller *c, enum v1_doc_action action);
 
 /* ---- request parsing ---- */
 
@@ -226,5 +333,18 @@ void v1_provider_get(struct ts_http_req *req);
 void v1_provider_put(struct ts_http_req *req);
 void v1_provider_delete(struct ts_http_req *req);
 void v1_oauth_token(struct ts_http_req *req);
+void v1_roles_list(struct ts_http_req *req);
+void v1_roles_create(struct ts_http_req *req);
+void v1_role_get(struct ts_http_req *req);
+void v1_role_put(struct ts_http_req *req);
+void v1_role_delete(struct ts_http_req *req);
+void v1_profiles_list(struct ts_http_req *req);
+void v1_profiles_create(struct ts_http_req *req);
+void v1_profile_get(struct ts_http_req *req);
+void v1_profile_put(struct ts_http_req *req);
+void v1_profile_delete(struct ts_http_req *req);
+void v1_authz_check(struct ts_http_req *req);
+void v1_authz_gateway(struct ts_http_req *req);
+void v1_me_rights(struct ts_http_req *req);
 
 #endif

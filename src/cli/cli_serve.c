@@ -256,6 +256,13 @@ int cli_serve(int argc, char **argv)
     struct ts_api_deps deps = {
         .cfg = &env.cfg, .store = env.store, .keyring = env.keyring, .hashpool = pool};
     api = ts_api_new(&deps);
+    char *err = NULL;
+    if (ts_api_load_files(api, &err) != TS_OK) {
+        fprintf(stderr, "tessera: %s\n", err);
+        free(err);
+        code = 1;
+        goto out;
+    }
     struct ts_http_options ho = {
         .listen = env.cfg.listen,
         .threads = (int)env.cfg.http_threads,
@@ -266,7 +273,6 @@ int cli_serve(int argc, char **argv)
         .max_connections = (unsigned)env.cfg.http_max_connections,
     };
     ts_api_http_options(api, &ho);
-    char *err = NULL;
     if (ts_http_start(&ho, &srv, &err) != TS_OK) {
         fprintf(stderr, "tessera: %s\n", err);
         free(err);

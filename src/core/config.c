@@ -106,6 +106,15 @@ static const struct knob knobs[] = {
      "how long a used refresh token is kept, so that its reuse is still recognised"},
     {"API_EXTERNAL_URL", K_STRING, OFF(api_external_url), "http://localhost:9999", 0, 0,
      "this instance's public URL: the audience external JWTs must name by default"},
+    {"AUTHZ_MAX_FETCHES", K_INT, OFF(authz_max_fetches), "4", 1, 64,
+     "distinct documents one decision's predicates may read (get, exists, lookup)"},
+    {"GATEWAY_ROUTES", K_STRING, OFF(gateway_routes), "", 0, 0,
+     "a JSON file of route rules for /v1/authz/gateway ([{\"route\": \"GET /posts/{id}\", "
+     "\"resource\": \"collections/posts/{id}\", \"action\": \"read\"}...]); empty: none"},
+    {"GATEWAY_METHOD_HEADER", K_STRING, OFF(gateway_method_header), "X-Original-Method", 0, 0,
+     "the header that carries the original request's method to /v1/authz/gateway"},
+    {"GATEWAY_URI_HEADER", K_STRING, OFF(gateway_uri_header), "X-Original-URI", 0, 0,
+     "the header that carries the original request's URI to /v1/authz/gateway"},
     {"LOG_LEVEL", K_STRING, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"LOG_REQUESTS", K_BOOL, OFF(log_requests), "true", 0, 0, "one JSON log line per request"},
 };

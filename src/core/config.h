@@ -58,18 +58,22 @@ struct ts_config {
     int64_t http_max_header_bytes;   /* per-connection header memory */
     int64_t http_connection_timeout; /* seconds of silence before a connection is closed */
     int64_t http_max_connections;
-    char *http_event_loop;      /* "poll" or "epoll" (libmicrohttpd's internal loop) */
-    char *cors_allowed_origins; /* "*" or a comma list */
-    char *database_schema;      /* PostgreSQL schema holding Tessera's tables */
-    char *database_durability;  /* "normal" (survives kill -9) or "full" (power loss) */
-    int64_t token_default_ttl;  /* seconds: /v1 tokens created without ttl */
-    int64_t token_max_ttl;      /* seconds: the longest ttl a /v1 token may ask for */
-    int64_t sweep_interval;     /* seconds between sweeper passes; 0 = no sweeper */
-    int64_t sweep_batch;        /* rows per sweeper transaction */
-    int64_t refresh_token_keep; /* seconds a used refresh token is kept (reuse detection) */
-    char *api_external_url;     /* this instance's public URL (default audience of providers) */
-    char *log_level;            /* debug, info, warn, error */
-    bool log_requests;          /* one JSON line per request */
+    char *http_event_loop;       /* "poll" or "epoll" (libmicrohttpd's internal loop) */
+    char *cors_allowed_origins;  /* "*" or a comma list */
+    char *database_schema;       /* PostgreSQL schema holding Tessera's tables */
+    char *database_durability;   /* "normal" (survives kill -9) or "full" (power loss) */
+    int64_t token_default_ttl;   /* seconds: /v1 tokens created without ttl */
+    int64_t token_max_ttl;       /* seconds: the longest ttl a /v1 token may ask for */
+    int64_t sweep_interval;      /* seconds between sweeper passes; 0 = no sweeper */
+    int64_t sweep_batch;         /* rows per sweeper transaction */
+    int64_t refresh_token_keep;  /* seconds a used refresh token is kept (reuse detection) */
+    char *api_external_url;      /* this instance's public URL (default audience of providers) */
+    int64_t authz_max_fetches;   /* documents one decision's predicates may read */
+    char *gateway_routes;        /* JSON file of /v1/authz/gateway route rules; "" = none */
+    char *gateway_method_header; /* where the gateway finds the original method */
+    char *gateway_uri_header;    /* ... and the original URI */
+    char *log_level;             /* debug, info, warn, error */
+    bool log_requests;           /* one JSON line per request */
     struct ts_external_cfg externals[TS_CONFIG_MAX_EXTERNAL];
     int n_externals;
 };

@@ -90,6 +90,9 @@ const char *ts_http_route_name(const struct ts_http_req *req);
 const char *ts_http_param(const struct ts_http_req *req, const char *name);
 /* A request header (case-insensitive name), or NULL. */
 const char *ts_http_header(struct ts_http_req *req, const char *name);
+/* Calls fn for every request header, in the order received (names as sent). */
+typedef void ts_http_header_fn(void *cls, const char *name, const char *value);
+void ts_http_headers_each(struct ts_http_req *req, ts_http_header_fn *fn, void *cls);
 /* A query-string argument (decoded), or NULL. */
 const char *ts_http_query(struct ts_http_req *req, const char *name);
 /* Every value of a repeated query-string argument, in order: fills up to max pointers into

@@ -510,6 +510,27 @@ const char *ts_http_header(struct ts_http_req *req, const char *name)
     return MHD_lookup_connection_value(req->conn, MHD_HEADER_KIND, name);
 }
 
+struct headers_each {
+    ts_http_header_fn *fn;
+    void *cls;
+};
+
+static enum MHD_Result each_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    (void)kind;
+    const struct headers_each *h = cls;
+    if (key && value)
+        h->fn(h->cls, key, value);
+    return MHD_YES;
+}
+
+void ts_http_headers_each(struct ts_http_req *req, ts_http_header_fn *fn, void *cls)
+{
+    struct headers_each h = {fn, cls};
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, each_header, &h);
+}
+
 struct query_all {
     const char *name;
     const char **out;

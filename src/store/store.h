@@ -696,6 +696,43 @@ TS_NODISCARD enum ts_rc ts_store_exchange_list(struct ts_store *st, const char *
                                                int64_t now, struct ts_exchange_row ***out,
                                                size_t *out_n);
 
+/* ---- authorization objects: roles and profiles (issue 6) ---- */
+
+/*
+ * A role or a profile as the API validated it: the store keeps the whole object as given
+ * (config), keyed by (kind, name), so a role and a profile may share a name. Names are 1 to
+ * TS_STORE_NAME_MAX bytes and config is a JSON object, else TS_E_INVALID. Every successful
+ * write moves the change epoch and ts_store_authz_version (callers cache compiled roles).
+ */
+enum ts_authz_kind { TS_AUTHZ_ROLE = 1, TS_AUTHZ_PROFILE = 2 };
+
+struct ts_authz_object {
+    enum ts_authz_kind kind;
+    char *name;
+    json_t *config;     /* the whole object as validated by the API; owned */
+    int64_t created_at; /* set by the caller on create; kept on update */
+    int64_t updated_at;
+};
+void ts_authz_object_free(struct ts_authz_object *o);
+void ts_authz_objects_free(struct ts_authz_object **list, size_t n);
+
+/* TS_E_CONFLICT when (kind, name) exists. */
+TS_NODISCARD enum ts_rc ts_store_authz_create(struct ts_store *st, const struct ts_authz_object *o);
+/* Replaces config and updated_at; TS_E_NOT_FOUND when there is none. */
+TS_NODISCARD enum ts_rc ts_store_authz_update(struct ts_store *st, const struct ts_authz_object *o);
+TS_NODISCARD enum ts_rc ts_store_authz_get(struct ts_store *st, enum ts_authz_kind kind,
+                                           const char *name, struct ts_authz_object **out);
+/* Every object of kind, by name (byte order). */
+TS_NODISCARD enum ts_rc ts_store_authz_list(struct ts_store *st, enum ts_authz_kind kind,
+                                            struct ts_authz_object ***out, size_t *out_n);
+/* TS_E_NOT_FOUND when there is none. */
+TS_NODISCARD enum ts_rc ts_store_authz_delete(struct ts_store *st, enum ts_authz_kind kind,
+                                              const char *name);
+/* A number that changes (grows) with every committed create, update or delete of an
+ * authorization object, by this process or any other sharing the database; callers that cache
+ * compiled roles re-read it when the change epoch has moved, and rebuild only when it changed. */
+TS_NODISCARD enum ts_rc ts_store_authz_version(struct ts_store *st, int64_t *out);
+
 /* ---- the sweeper ---- */
 
 struct ts_sweep_counts {

@@ -652,3 +652,80 @@ enum ts_rc ts_store_exchange_list(struct ts_store *st, const char *collection, c
         return TS_E_INVALID;
     return st->ops->exchange_list(st, collection, id, after, limit, now, out, out_n);
 }
+
+/* ---- authorization objects ---- */
+
+void ts_authz_object_free(struct ts_authz_object *o)
+{
+    if (!o)
+        return;
+    free(o->name);
+    json_decref(o->config);
+    free(o);
+}
+
+void ts_authz_objects_free(struct ts_authz_object **list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        ts_authz_object_free(list[i]);
+    free(list);
+}
+
+static bool authz_kind_ok(enum ts_authz_kind kind)
+{
+    return kind == TS_AUTHZ_ROLE || kind == TS_AUTHZ_PROFILE;
+}
+
+static bool authz_name_ok(const char *name)
+{
+    return name && *name && strlen(name) <= TS_STORE_NAME_MAX;
+}
+
+static bool authz_ok(const struct ts_authz_object *o)
+{
+    return o && authz_kind_ok(o->kind) && authz_name_ok(o->name) && json_is_object(o->config);
+}
+
+enum ts_rc ts_store_authz_create(struct ts_store *st, const struct ts_authz_object *o)
+{
+    if (!authz_ok(o))
+        return TS_E_INVALID;
+    return changed(st, st->ops->authz_create(st, o));
+}
+
+enum ts_rc ts_store_authz_update(struct ts_store *st, const struct ts_authz_object *o)
+{
+    if (!authz_ok(o))
+        return TS_E_INVALID;
+    return changed(st, st->ops->authz_update(st, o));
+}
+
+enum ts_rc ts_store_authz_get(struct ts_store *st, enum ts_authz_kind kind, const char *name,
+                              struct ts_authz_object **out)
+{
+    if (!authz_kind_ok(kind) || !authz_name_ok(name) || !out)
+        return TS_E_INVALID;
+    return st->ops->authz_get(st, kind, name, out);
+}
+
+enum ts_rc ts_store_authz_list(struct ts_store *st, enum ts_authz_kind kind,
+                               struct ts_authz_object ***out, size_t *out_n)
+{
+    if (!authz_kind_ok(kind) || !out || !out_n)
+        return TS_E_INVALID;
+    return st->ops->authz_list(st, kind, out, out_n);
+}
+
+enum ts_rc ts_store_authz_delete(struct ts_store *st, enum ts_authz_kind kind, const char *name)
+{
+    if (!authz_kind_ok(kind) || !authz_name_ok(name))
+        return TS_E_INVALID;
+    return changed(st, st->ops->authz_delete(st, kind, name));
+}
+
+enum ts_rc ts_store_authz_version(struct ts_store *st, int64_t *out)
+{
+    if (!out)
+        return TS_E_INVALID;
+    return st->ops->authz_version(st, out);
+}

@@ -137,6 +137,16 @@ struct ts_store_ops {
     enum ts_rc (*exchange_list)(struct ts_store *st, const char *collection, const char *id,
                                 const char *after, int64_t limit, int64_t now,
                                 struct ts_exchange_row ***out, size_t *out_n);
+    /* Authorization objects (store.h): store_docs.c has checked the arguments. Every write
+     * that changes a row bumps authz_version.version in its transaction. */
+    enum ts_rc (*authz_create)(struct ts_store *st, const struct ts_authz_object *o);
+    enum ts_rc (*authz_update)(struct ts_store *st, const struct ts_authz_object *o);
+    enum ts_rc (*authz_get)(struct ts_store *st, enum ts_authz_kind kind, const char *name,
+                            struct ts_authz_object **out);
+    enum ts_rc (*authz_list)(struct ts_store *st, enum ts_authz_kind kind,
+                             struct ts_authz_object ***out, size_t *out_n);
+    enum ts_rc (*authz_delete)(struct ts_store *st, enum ts_authz_kind kind, const char *name);
+    enum ts_rc (*authz_version)(struct ts_store *st, int64_t *out);
 };
 
 struct ts_store {

@@ -262,6 +262,22 @@ static const char *const migrations[] = {
     /* id last: an identity's page (ORDER BY id after a position) reads the index in order */
     "CREATE INDEX exchanges_identity ON exchanges(identity_collection, identity_id, id);"
     "CREATE INDEX exchanges_expiry ON exchanges(expires_at);",
+    /* 6: authorization objects, roles and profiles (issue 6), and the version every write of
+     * one bumps in its transaction (callers cache compiled roles under it). Names compare
+     * byte by byte; the JSON is text, as for providers. */
+    "CREATE TABLE authz_objects("
+    "  kind smallint NOT NULL CHECK(kind IN (1, 2)),"
+    "  name text COLLATE \"C\" NOT NULL,"
+    "  config text NOT NULL,"
+    "  created_at bigint NOT NULL,"
+    "  updated_at bigint NOT NULL,"
+    "  PRIMARY KEY(kind, name)"
+    ");"
+    "CREATE TABLE authz_version("
+    "  id smallint PRIMARY KEY CHECK(id = 1),"
+    "  version bigint NOT NULL"
+    ");"
+    "INSERT INTO authz_version(id, version) VALUES(1, 0);",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -310,6 +326,7 @@ static const char *const migrations[] = {
 #define EXCHANGE_COLS                                                                              \
     "x.id, x.provider, x.subject, x.identity_collection, x.identity_id, x.token_id, "              \
     "x.token_type, x.meta, x.created_at, x.expires_at"
+#define AUTHZ_COLS "kind, name, config, created_at, updated_at"
 /* Seed of the hashes that name external_link's advisory locks. */
 #define LINK_LOCK_SEED "5"
 /* The users' password credentials from position ($lb, $after) on, ordered by id: uuid order
@@ -608,6 +625,17 @@ static const char *const migrations[] = {
       "SELECT " EXCHANGE_COLS " FROM exchanges x WHERE x.identity_collection = $4::text AND "      \
       "x.identity_id = $5::text AND x.expires_at > $1::bigint AND x.id > $2::text "                \
       "ORDER BY x.id LIMIT $3::bigint")                                                            \
+    X(AUTHZ_INSERT, "INSERT INTO authz_objects(" AUTHZ_COLS ") VALUES($1::smallint, $2::text, "    \
+                    "$3::text, $4::bigint, $5::bigint)")                                           \
+    X(AUTHZ_UPDATE, "UPDATE authz_objects SET config = $3::text, updated_at = $4::bigint "         \
+                    "WHERE kind = $1::smallint AND name = $2::text")                               \
+    X(AUTHZ_GET, "SELECT " AUTHZ_COLS " FROM authz_objects WHERE kind = $1::smallint AND "         \
+                 "name = $2::text")                                                                \
+    X(AUTHZ_LIST, "SELECT " AUTHZ_COLS " FROM authz_objects WHERE kind = $1::smallint "            \
+                  "ORDER BY name")                                                                 \
+    X(AUTHZ_DELETE, "DELETE FROM authz_objects WHERE kind = $1::smallint AND name = $2::text")     \
+    X(AUTHZ_VERSION_BUMP, "UPDATE authz_version SET version = version + 1 WHERE id = 1")           \
+    X(AUTHZ_VERSION, "SELECT version FROM authz_version WHERE id = 1")                             \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(NOTIFY, "SELECT pg_notify('" NOTIFY_CHANNEL "', $1::text)")
 
@@ -4067,6 +4095,173 @@ static void pg_poll_external(struct ts_store *st)
     }
 }
 
+/* ---- authorization objects (roles and profiles) ---- */
+
+/*
+ * Races between nodes: (kind, name) is decided by the primary key (23505: conflict). Every
+ * write changes its object's row first, then authz_version's one row, in one transaction:
+ * writers of different objects take turns on that row (writes are rare), and only ever wait
+ * for it last, so they cannot deadlock; a reader that sees a version sees every write it
+ * counts (both commit together).
+ */
+
+/* AUTHZ_COLS of one row. */
+static struct ts_authz_object *row_to_authz(const PGresult *r, int row)
+{
+    struct ts_authz_object *o = ts_xcalloc(1, sizeof(*o));
+    o->kind = (enum ts_authz_kind)col_i64(r, row, 0);
+    o->name = col_dup(r, row, 1);
+    o->config = col_json_object(r, row, 2);
+    o->created_at = col_i64(r, row, 3);
+    o->updated_at = col_i64(r, row, 4);
+    return o;
+}
+
+/* Runs the write statement id (AUTHZ_INSERT, AUTHZ_UPDATE or AUTHZ_DELETE) in a transaction
+ * that bumps authz_version and notifies the other nodes; TS_E_NOT_FOUND when it changed no
+ * row. */
+static enum ts_rc authz_write(struct op *t, enum stmt_id id, const struct params *p)
+{
+    enum ts_rc rc = tx_begin(t);
+    if (rc)
+        return rc;
+    int64_t n = 0;
+    rc = run(t, id, p, &n);
+    if (!rc && n == 0)
+        rc = TS_E_NOT_FOUND;
+    if (!rc) {
+        rc = run(t, S_AUTHZ_VERSION_BUMP, NULL, &n);
+        if (!rc && n != 1) {
+            ts_log_error("postgres authz version bump: the authz_version row is missing");
+            rc = TS_E_STORE;
+        }
+    }
+    if (!rc)
+        rc = notify(t);
+    return tx_end(t, rc);
+}
+
+static enum ts_rc authz_put(struct ts_store *st, enum stmt_id id, const struct ts_authz_object *o)
+{
+    char *config = json_text(o->config);
+    struct params p = {0};
+    p_i64(&p, o->kind);
+    p_text(&p, o->name);
+    p_text(&p, config);
+    if (id == S_AUTHZ_INSERT)
+        p_i64(&p, o->created_at);
+    p_i64(&p, o->updated_at);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = authz_write(&t, id, &p); /* insert, 23505: (kind, name) is taken */
+    free(config);
+    return rc;
+}
+
+static enum ts_rc pg_authz_create(struct ts_store *st, const struct ts_authz_object *o)
+{
+    return authz_put(st, S_AUTHZ_INSERT, o);
+}
+
+static enum ts_rc pg_authz_update(struct ts_store *st, const struct ts_authz_object *o)
+{
+    return authz_put(st, S_AUTHZ_UPDATE, o);
+}
+
+static enum ts_rc authz_get(struct op *t, const struct params *p, struct ts_authz_object **out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_AUTHZ_GET, p, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) > 0)
+        *out = row_to_authz(r, 0);
+    else
+        rc = TS_E_NOT_FOUND;
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_authz_get(struct ts_store *st, enum ts_authz_kind kind, const char *name,
+                               struct ts_authz_object **out)
+{
+    struct params p = {0};
+    p_i64(&p, kind);
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = authz_get(&t, &p, out);
+    return rc;
+}
+
+static enum ts_rc authz_list(struct op *t, const struct params *p, struct ts_authz_object ***out,
+                             size_t *out_n)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_AUTHZ_LIST, p, &rc);
+    if (!r)
+        return rc;
+    int n = PQntuples(r);
+    struct ts_authz_object **list = ts_xcalloc(n > 0 ? (size_t)n : 1, sizeof(*list));
+    for (int i = 0; i < n; i++)
+        list[i] = row_to_authz(r, i);
+    PQclear(r);
+    *out = list;
+    *out_n = (size_t)n;
+    return TS_OK;
+}
+
+static enum ts_rc pg_authz_list(struct ts_store *st, enum ts_authz_kind kind,
+                                struct ts_authz_object ***out, size_t *out_n)
+{
+    struct params p = {0};
+    p_i64(&p, kind);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = authz_list(&t, &p, out, out_n);
+    return rc;
+}
+
+static enum ts_rc pg_authz_delete(struct ts_store *st, enum ts_authz_kind kind, const char *name)
+{
+    struct params p = {0};
+    p_i64(&p, kind);
+    p_text(&p, name);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);)
+        rc = authz_write(&t, S_AUTHZ_DELETE, &p);
+    return rc;
+}
+
+static enum ts_rc authz_version(struct op *t, int64_t *out)
+{
+    enum ts_rc rc = TS_OK;
+    PGresult *r = q(t, S_AUTHZ_VERSION, NULL, &rc);
+    if (!r)
+        return rc;
+    if (PQntuples(r) > 0) {
+        *out = col_i64(r, 0, 0);
+    } else {
+        ts_log_error("postgres authz version: the authz_version row is missing");
+        rc = TS_E_STORE;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static enum ts_rc pg_authz_version(struct ts_store *st, int64_t *out)
+{
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), true); op_next(&t, &rc);)
+        rc = authz_version(&t, out);
+    return rc;
+}
+
 static const struct ts_store_ops pg_ops = {
     .close = pg_close,
     .migrate = pg_migrate,
@@ -4133,6 +4328,12 @@ static const struct ts_store_ops pg_ops = {
     .external_list = pg_external_list,
     .exchange_record = pg_exchange_record,
     .exchange_list = pg_exchange_list,
+    .authz_create = pg_authz_create,
+    .authz_update = pg_authz_update,
+    .authz_get = pg_authz_get,
+    .authz_list = pg_authz_list,
+    .authz_delete = pg_authz_delete,
+    .authz_version = pg_authz_version,
 };
 
 /* ^[a-z_][a-z0-9_]{0,62}$: a name PostgreSQL takes as is, quoted or not. */

@@ -224,6 +224,21 @@ static const char *const migrations[] = {
     ") WITHOUT ROWID;"
     "CREATE INDEX exchanges_identity ON exchanges(identity_collection, identity_id);"
     "CREATE INDEX exchanges_expiry ON exchanges(expires_at);",
+    /* 6: authorization objects, roles and profiles (issue 6), and the version every write of
+     * one bumps in its transaction (callers cache compiled roles under it) */
+    "CREATE TABLE authz_objects("
+    "  kind INTEGER NOT NULL CHECK(kind IN (1, 2)),"
+    "  name TEXT NOT NULL,"
+    "  config TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  PRIMARY KEY(kind, name)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE authz_version("
+    "  id INTEGER PRIMARY KEY CHECK(id = 1),"
+    "  version INTEGER NOT NULL"
+    ");"
+    "INSERT INTO authz_version(id, version) VALUES(1, 0);",
 };
 
 #define MIGRATION_COUNT ((int)TS_ARRAY_LEN(migrations))
@@ -250,6 +265,7 @@ static const char *const migrations[] = {
 #define EXCHANGE_COLS                                                                              \
     "id, provider, subject, identity_collection, identity_id, token_id, token_type, meta, "        \
     "created_at, expires_at"
+#define AUTHZ_COLS "kind, name, config, created_at, updated_at"
 
 #define STMT_TABLE(X)                                                                              \
     X(BEGIN, "BEGIN IMMEDIATE")                                                                    \
@@ -496,6 +512,14 @@ static const char *const migrations[] = {
     X(EXCHANGE_LIST_IDENTITY,                                                                      \
       "SELECT " EXCHANGE_COLS " FROM exchanges WHERE identity_collection = ?4 AND "                \
       "identity_id = ?5 AND expires_at > ?1 AND id > ?2 ORDER BY id LIMIT ?3")                     \
+    X(AUTHZ_INSERT, "INSERT INTO authz_objects(" AUTHZ_COLS ") VALUES(?1, ?2, ?3, ?4, ?5)")        \
+    X(AUTHZ_UPDATE, "UPDATE authz_objects SET config = ?3, updated_at = ?4 "                       \
+                    "WHERE kind = ?1 AND name = ?2")                                               \
+    X(AUTHZ_GET, "SELECT " AUTHZ_COLS " FROM authz_objects WHERE kind = ?1 AND name = ?2")         \
+    X(AUTHZ_LIST, "SELECT " AUTHZ_COLS " FROM authz_objects WHERE kind = ?1 ORDER BY name")        \
+    X(AUTHZ_DELETE, "DELETE FROM authz_objects WHERE kind = ?1 AND name = ?2")                     \
+    X(AUTHZ_VERSION_BUMP, "UPDATE authz_version SET version = version + 1 WHERE id = 1")           \
+    X(AUTHZ_VERSION, "SELECT version FROM authz_version WHERE id = 1")                             \
     X(SCHEMA_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations")                   \
     X(DATA_VERSION, "PRAGMA data_version")
 
@@ -3561,6 +3585,183 @@ static void sq_poll_external(struct ts_store *st)
     done(q);
 }
 
+/* ---- authorization objects (roles and profiles) ---- */
+
+static struct ts_authz_object *row_to_authz(sqlite3_stmt *s)
+{
+    struct ts_authz_object *o = ts_xcalloc(1, sizeof(*o));
+    o->kind = (enum ts_authz_kind)sqlite3_column_int(s, 0);
+    o->name = col_strdup(s, 1);
+    o->config = col_json_object(s, 2);
+    o->created_at = sqlite3_column_int64(s, 3);
+    o->updated_at = sqlite3_column_int64(s, 4);
+    return o;
+}
+
+/* Ends an authorization object's write (r the result of its statement) inside its transaction:
+ * TS_E_NOT_FOUND when it changed no row, else authz_version is bumped. */
+static enum ts_rc authz_bump(struct sq_conn *c, enum ts_rc r)
+{
+    if (r)
+        return r;
+    if (sqlite3_changes(c->db) == 0)
+        return TS_E_NOT_FOUND;
+    r = run(c, stmt(c, S_AUTHZ_VERSION_BUMP), "authz version bump");
+    if (!r && sqlite3_changes(c->db) != 1) {
+        ts_log_error("sqlite authz version bump: the authz_version row is missing");
+        r = TS_E_STORE;
+    }
+    return r;
+}
+
+/* Writes o with statement id (AUTHZ_INSERT or AUTHZ_UPDATE) and bumps the version. */
+static enum ts_rc authz_put(struct ts_store *st, enum stmt_id id, const struct ts_authz_object *o,
+                            const char *what)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    char *config = json_text(o->config);
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, id);
+        if (q) {
+            sqlite3_bind_int(q, 1, (int)o->kind);
+            bind_text(q, 2, o->name);
+            bind_text(q, 3, config);
+            if (id == S_AUTHZ_INSERT) {
+                sqlite3_bind_int64(q, 4, o->created_at);
+                sqlite3_bind_int64(q, 5, o->updated_at);
+            } else {
+                sqlite3_bind_int64(q, 4, o->updated_at);
+            }
+        }
+        /* insert: (kind, name) taken is TS_E_CONFLICT; update: no row is TS_E_NOT_FOUND */
+        rc = tx_end(s, c, authz_bump(c, run(c, q, what)));
+    }
+    free(config);
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_authz_create(struct ts_store *st, const struct ts_authz_object *o)
+{
+    return authz_put(st, S_AUTHZ_INSERT, o, "authz insert");
+}
+
+static enum ts_rc sq_authz_update(struct ts_store *st, const struct ts_authz_object *o)
+{
+    return authz_put(st, S_AUTHZ_UPDATE, o, "authz update");
+}
+
+static enum ts_rc sq_authz_get(struct ts_store *st, enum ts_authz_kind kind, const char *name,
+                               struct ts_authz_object **out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_AUTHZ_GET);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        sqlite3_bind_int(q, 1, (int)kind);
+        bind_text(q, 2, name);
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW)
+            *out = row_to_authz(q);
+        rc = r == SQLITE_ROW    ? TS_OK
+             : r == SQLITE_DONE ? TS_E_NOT_FOUND
+                                : map_rc(c, r, "authz get");
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_authz_list(struct ts_store *st, enum ts_authz_kind kind,
+                                struct ts_authz_object ***out, size_t *out_n)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    struct ts_authz_object **list = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = stmt(c, S_AUTHZ_LIST);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        sqlite3_bind_int(q, 1, (int)kind);
+        int r;
+        while ((r = sqlite3_step(q)) == SQLITE_ROW) {
+            list = grow(list, n, &cap, sizeof(*list));
+            list[n++] = row_to_authz(q);
+        }
+        rc = r == SQLITE_DONE ? TS_OK : map_rc(c, r, "authz list");
+        done(q);
+    }
+    release(s, c);
+    if (rc) {
+        ts_authz_objects_free(list, n);
+        return rc;
+    }
+    *out = list;
+    *out_n = n;
+    return TS_OK;
+}
+
+static enum ts_rc sq_authz_delete(struct ts_store *st, enum ts_authz_kind kind, const char *name)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_AUTHZ_DELETE);
+        if (q) {
+            sqlite3_bind_int(q, 1, (int)kind);
+            bind_text(q, 2, name);
+        }
+        rc = tx_end(s, c, authz_bump(c, run(c, q, "authz delete")));
+    }
+    release(s, c);
+    return rc;
+}
+
+static enum ts_rc sq_authz_version(struct ts_store *st, int64_t *out)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    sqlite3_stmt *q = stmt(c, S_AUTHZ_VERSION);
+    if (!q) {
+        rc = TS_E_STORE;
+    } else {
+        int r = sqlite3_step(q);
+        if (r == SQLITE_ROW) {
+            *out = sqlite3_column_int64(q, 0);
+            rc = TS_OK;
+        } else if (r == SQLITE_DONE) {
+            ts_log_error("sqlite authz version: the authz_version row is missing");
+            rc = TS_E_STORE;
+        } else {
+            rc = map_rc(c, r, "authz version");
+        }
+        done(q);
+    }
+    release(s, c);
+    return rc;
+}
+
 static const struct ts_store_ops sqlite_ops = {
     .close = sq_close,
     .migrate = sq_migrate,
@@ -3627,6 +3828,12 @@ static const struct ts_store_ops sqlite_ops = {
     .external_list = sq_external_list,
     .exchange_record = sq_exchange_record,
     .exchange_list = sq_exchange_list,
+    .authz_create = sq_authz_create,
+    .authz_update = sq_authz_update,
+    .authz_get = sq_authz_get,
+    .authz_list = sq_authz_list,
+    .authz_delete = sq_authz_delete,
+    .authz_version = sq_authz_version,
 };
 
 enum ts_rc ts__store_sqlite_open(const char *path, const struct ts_store_options *opt,

@@ -383,7 +383,7 @@ test('AccessProvider validation: 400 invalid_request (HS*, none, http jwks_uri, 
     assertV1Error(res, 400, 'invalid_request');
   }
   // Bad predicates: refused with the column in the message.
-  for (const pred of ['"ops" in', 'claims.groups ==', '"ops" in claims.groups &&', 'claims.x == "a" || claims.y == "b"', 'claims.tier = "gold"']) {
+  for (const pred of ['"ops" in', 'claims.groups ==', '"ops" in claims.groups &&', 'claims.x == "a" ||| claims.y == "b"', 'claims.tier = "gold"', 'size(claims.groups) > "2"']) {
     const res = await admin.post('/v1/access-providers', { ...base(), roles: [{ role: 'server', predicate: pred }] });
     assertV1Error(res, 400, 'invalid_request');
     t.diagnostic(`predicate ${JSON.stringify(pred)} → ${res.body.error.message}`);

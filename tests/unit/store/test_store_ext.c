@@ -10,8 +10,10 @@
  * (issuer, subject) to a document or a user (creation with the document's index entries,
  * repeat sign-ins, claims, conflicts that leave nothing behind, 16 racing first sign-ins),
  * dead links (identity deleted, expired, soft-deleted) and how every way of deleting an
- * identity takes its links along, the exchange records (list filters, paging, the sweep), and
- * the change epoch. Times are passed in explicitly, as offsets from T0.
+ * identity takes its links along, the exchange records (list filters, paging, the sweep), the
+ * change epoch, and the authorization objects (roles and profiles: create, conflicts per
+ * kind, get, list, update, delete, argument checks, the version and the epoch their writes
+ * move, writers on two stores at once). Times are passed in explicitly, as offsets from T0.
  */
 #include <pthread.h>
 #include <setjmp.h>
@@ -877,16 +879,21 @@ static void settle(struct ts_store *st)
             assert_int_equal(ts_store_epoch(st), e_);                                              \
     } while (0)
 
+/* PostgreSQL is blind (a new epoch on every read) until its listener is up: waits for it. */
+static void wait_sighted(struct ts_store *st)
+{
+    for (int i = 0; ts_store_epoch(st) != ts_store_epoch(st); i++) {
+        if (i == 500)
+            fail_msg("the store stayed blind for 5 s");
+        ts_store_poll_external(st);
+        usleep(10000);
+    }
+}
+
 static void test_epoch(void **state)
 {
     struct fix *f = *state;
-    /* PostgreSQL is blind (a new epoch on every read) until its listener is up. */
-    for (int i = 0; ts_store_epoch(f->st) != ts_store_epoch(f->st); i++) {
-        if (i == 500)
-            fail_msg("the store stayed blind for 5 s");
-        ts_store_poll_external(f->st);
-        usleep(10000);
-    }
+    wait_sighted(f->st);
     assert_epoch(f->st, true,
                  assert_int_equal(provider_put(f->st, false, "acme", ISS, 1, T0), TS_OK));
     assert_epoch(f->st, true,
@@ -906,6 +913,367 @@ static void test_epoch(void **state)
     free(id);
 }
 
+/* ---- authorization objects: roles and profiles ---- */
+
+#define ROLE TS_AUTHZ_ROLE
+#define PROFILE TS_AUTHZ_PROFILE
+
+/* Creates (or, with update, updates) the object (kind, name) with config (JSON text). */
+static enum ts_rc authz_put(struct ts_store *st, bool update, enum ts_authz_kind kind,
+                            const char *name, const char *config, int64_t created_at,
+                            int64_t updated_at)
+{
+    struct ts_authz_object o = {.kind = kind,
+                                .name = MUT(name),
+                                .config = js(config),
+                                .created_at = created_at,
+                                .updated_at = updated_at};
+    enum ts_rc rc = update ? ts_store_authz_update(st, &o) : ts_store_authz_create(st, &o);
+    json_decref(o.config);
+    return rc;
+}
+
+static void assert_authz(struct ts_store *st, enum ts_authz_kind kind, const char *name,
+                         const char *config, int64_t created_at, int64_t updated_at)
+{
+    struct ts_authz_object *o = NULL;
+    assert_int_equal(ts_store_authz_get(st, kind, name, &o), TS_OK);
+    assert_int_equal(o->kind, kind);
+    assert_string_equal(o->name, name);
+    assert_json(o->config, config);
+    assert_int_equal(o->created_at, created_at);
+    assert_int_equal(o->updated_at, updated_at);
+    ts_authz_object_free(o);
+}
+
+/* Asserts the names ts_store_authz_list gives for kind, in its order, comma-separated. */
+static void assert_authz_names(struct ts_store *st, enum ts_authz_kind kind, const char *want)
+{
+    struct ts_authz_object **l = NULL;
+    size_t n = 0;
+    assert_int_equal(ts_store_authz_list(st, kind, &l, &n), TS_OK);
+    char buf[512] = "";
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(l[i]->kind, kind);
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s", i ? "," : "", l[i]->name);
+    }
+    ts_authz_objects_free(l, n);
+    assert_string_equal(buf, want);
+}
+
+static int64_t authz_version(struct ts_store *st)
+{
+    int64_t v = -1;
+    assert_int_equal(ts_store_authz_version(st, &v), TS_OK);
+    assert_true(v >= 0);
+    return v;
+}
+
+/* Asserts that op moves the authorization version by exactly `by` (0: leaves it). */
+#define assert_version(st, by, op)                                                                 \
+    do {                                                                                           \
+        int64_t v_ = authz_version(st);                                                            \
+        op;                                                                                        \
+        assert_int_equal(authz_version(st), v_ + (by));                                            \
+    } while (0)
+
+#define EDITOR "{\"name\":\"editor\",\"membership\":[{\"resource\":\"people\"}],\"n\":1}"
+#define EDITOR2 "{\"name\":\"editor\",\"privileges\":{\"people\":[\"read\"]},\"n\":2}"
+
+static void test_authz(void **state)
+{
+    struct fix *f = *state;
+    struct ts_authz_object *o = NULL;
+    assert_int_equal(authz_version(f->st), 0); /* migration 6 seeds it */
+    assert_authz_names(f->st, ROLE, "");
+    assert_authz_names(f->st, PROFILE, "");
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, "editor", &o), TS_E_NOT_FOUND);
+    assert_null(o);
+
+    /* create; the config round-trips whole (nested values, numbers, non-ASCII text) */
+    assert_version(
+        f->st, 1, assert_int_equal(authz_put(f->st, false, ROLE, "editor", EDITOR, T0, T0), TS_OK));
+    assert_authz(f->st, ROLE, "editor", EDITOR, T0, T0);
+    const char *odd = "{\"name\":\"Zoë\",\"deep\":{\"a\":[1,2.5,true,null,{\"b\":\"c\"}]},"
+                      "\"empty\":{}}";
+    assert_version(
+        f->st, 1,
+        assert_int_equal(authz_put(f->st, false, ROLE, "Zoë", odd, T0 + 1, T0 + 2), TS_OK));
+    assert_authz(f->st, ROLE, "Zoë", odd, T0 + 1, T0 + 2);
+
+    /* (kind, name) is unique: a duplicate conflicts and changes nothing */
+    assert_version(f->st, 0,
+                   assert_int_equal(authz_put(f->st, false, ROLE, "editor", "{}", T0 + 3, T0 + 3),
+                                    TS_E_CONFLICT));
+    assert_authz(f->st, ROLE, "editor", EDITOR, T0, T0);
+    /* ... but the same name under the other kind is another object */
+    assert_version(
+        f->st, 1,
+        assert_int_equal(authz_put(f->st, false, PROFILE, "editor", "{\"p\":1}", T0 + 4, T0 + 4),
+                         TS_OK));
+    assert_authz(f->st, PROFILE, "editor", "{\"p\":1}", T0 + 4, T0 + 4);
+    assert_authz(f->st, ROLE, "editor", EDITOR, T0, T0);
+
+    /* list: one kind only, by name in byte order (upper case before '_' before lower case,
+     * multi-byte UTF-8 last) */
+    const char *names[] = {"b", "_x", "a", "Zed", "aa", "éclair"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        assert_int_equal(authz_put(f->st, false, ROLE, names[i], "{}", T0 + 5, T0 + 5), TS_OK);
+    assert_authz_names(f->st, ROLE, "Zed,Zoë,_x,a,aa,b,editor,éclair");
+    assert_authz_names(f->st, PROFILE, "editor");
+    assert_int_equal(authz_version(f->st), 9);
+
+    /* reads move nothing */
+    assert_version(f->st, 0, {
+        assert_authz(f->st, ROLE, "editor", EDITOR, T0, T0);
+        assert_authz_names(f->st, ROLE, "Zed,Zoë,_x,a,aa,b,editor,éclair");
+        assert_int_equal(ts_store_authz_get(f->st, PROFILE, "Zed", &o), TS_E_NOT_FOUND);
+    });
+
+    /* update: the config is replaced (not merged), created_at kept whatever the caller says */
+    assert_version(
+        f->st, 1,
+        assert_int_equal(authz_put(f->st, true, ROLE, "editor", EDITOR2, T0 + 99, T0 + 10), TS_OK));
+    assert_authz(f->st, ROLE, "editor", EDITOR2, T0, T0 + 10);
+    assert_authz(f->st, PROFILE, "editor", "{\"p\":1}", T0 + 4, T0 + 4); /* the other kind */
+    /* a missing object, or one of the other kind only */
+    assert_version(f->st, 0,
+                   assert_int_equal(authz_put(f->st, true, ROLE, "nobody", "{}", T0, T0 + 11),
+                                    TS_E_NOT_FOUND));
+    assert_version(f->st, 0,
+                   assert_int_equal(authz_put(f->st, true, PROFILE, "Zed", "{}", T0, T0 + 11),
+                                    TS_E_NOT_FOUND));
+    assert_int_equal(ts_store_authz_get(f->st, PROFILE, "Zed", &o), TS_E_NOT_FOUND);
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, "nobody", &o), TS_E_NOT_FOUND);
+    assert_null(o);
+    /* an update to the same config still counts as a write */
+    assert_version(
+        f->st, 1,
+        assert_int_equal(authz_put(f->st, true, ROLE, "editor", EDITOR2, T0, T0 + 12), TS_OK));
+    assert_authz(f->st, ROLE, "editor", EDITOR2, T0, T0 + 12);
+
+    /* delete: one kind only; a second time NOT_FOUND */
+    assert_version(f->st, 1, assert_int_equal(ts_store_authz_delete(f->st, ROLE, "editor"), TS_OK));
+    assert_version(f->st, 0,
+                   assert_int_equal(ts_store_authz_delete(f->st, ROLE, "editor"), TS_E_NOT_FOUND));
+    assert_version(f->st, 0,
+                   assert_int_equal(ts_store_authz_delete(f->st, PROFILE, "Zed"), TS_E_NOT_FOUND));
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, "editor", &o), TS_E_NOT_FOUND);
+    assert_authz(f->st, PROFILE, "editor", "{\"p\":1}", T0 + 4, T0 + 4);
+    assert_authz_names(f->st, ROLE, "Zed,Zoë,_x,a,aa,b,éclair");
+    assert_version(f->st, 0,
+                   assert_int_equal(authz_put(f->st, true, ROLE, "editor", EDITOR, T0, T0 + 13),
+                                    TS_E_NOT_FOUND));
+    /* the name is free again */
+    assert_version(
+        f->st, 1,
+        assert_int_equal(authz_put(f->st, false, ROLE, "editor", EDITOR, T0 + 14, T0 + 14), TS_OK));
+    assert_authz(f->st, ROLE, "editor", EDITOR, T0 + 14, T0 + 14);
+    assert_version(f->st, 1,
+                   assert_int_equal(ts_store_authz_delete(f->st, PROFILE, "editor"), TS_OK));
+    assert_authz_names(f->st, PROFILE, "");
+    assert_int_equal(authz_version(f->st), 14);
+}
+
+static void test_authz_invalid(void **state)
+{
+    struct fix *f = *state;
+    char long_name[TS_STORE_NAME_MAX + 2];
+    memset(long_name, 'n', sizeof(long_name) - 1);
+    long_name[sizeof(long_name) - 1] = '\0'; /* TS_STORE_NAME_MAX + 1 bytes */
+    char max_name[TS_STORE_NAME_MAX + 1];
+    memset(max_name, 'm', sizeof(max_name) - 1);
+    max_name[sizeof(max_name) - 1] = '\0';
+    const enum ts_authz_kind bad_kinds[] = {(enum ts_authz_kind)0, (enum ts_authz_kind)3,
+                                            (enum ts_authz_kind) - 1};
+    assert_int_equal(authz_put(f->st, false, ROLE, "r", "{}", T0, T0), TS_OK);
+    wait_sighted(f->st);
+    settle(f->st);
+    uint64_t epoch = ts_store_epoch(f->st);
+    int64_t version = authz_version(f->st);
+    struct ts_authz_object *o = NULL;
+    struct ts_authz_object **l = NULL;
+    size_t n = 0;
+
+    for (int update = 0; update < 2; update++) {
+        for (size_t i = 0; i < sizeof(bad_kinds) / sizeof(bad_kinds[0]); i++)
+            assert_int_equal(authz_put(f->st, update, bad_kinds[i], "r", "{}", T0, T0),
+                             TS_E_INVALID);
+        assert_int_equal(authz_put(f->st, update, ROLE, "", "{}", T0, T0), TS_E_INVALID);
+        assert_int_equal(authz_put(f->st, update, ROLE, long_name, "{}", T0, T0), TS_E_INVALID);
+        /* config must be an object */
+        assert_int_equal(authz_put(f->st, update, ROLE, "r", "[]", T0, T0), TS_E_INVALID);
+        assert_int_equal(authz_put(f->st, update, ROLE, "r", "\"x\"", T0, T0), TS_E_INVALID);
+        assert_int_equal(authz_put(f->st, update, ROLE, "r", "null", T0, T0), TS_E_INVALID);
+        struct ts_authz_object none = {.kind = ROLE, .name = NULL, .config = json_object()};
+        assert_int_equal(update ? ts_store_authz_update(f->st, &none)
+                                : ts_store_authz_create(f->st, &none),
+                         TS_E_INVALID);
+        none.name = MUT("r");
+        json_decref(none.config);
+        none.config = NULL;
+        assert_int_equal(update ? ts_store_authz_update(f->st, &none)
+                                : ts_store_authz_create(f->st, &none),
+                         TS_E_INVALID);
+        assert_int_equal(update ? ts_store_authz_update(f->st, NULL)
+                                : ts_store_authz_create(f->st, NULL),
+                         TS_E_INVALID);
+    }
+    for (size_t i = 0; i < sizeof(bad_kinds) / sizeof(bad_kinds[0]); i++) {
+        assert_int_equal(ts_store_authz_get(f->st, bad_kinds[i], "r", &o), TS_E_INVALID);
+        assert_int_equal(ts_store_authz_list(f->st, bad_kinds[i], &l, &n), TS_E_INVALID);
+        assert_int_equal(ts_store_authz_delete(f->st, bad_kinds[i], "r"), TS_E_INVALID);
+    }
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, NULL, &o), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, "", &o), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, long_name, &o), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_get(f->st, ROLE, "r", NULL), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_list(f->st, ROLE, NULL, &n), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_list(f->st, ROLE, &l, NULL), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_delete(f->st, ROLE, NULL), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_delete(f->st, ROLE, ""), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_delete(f->st, ROLE, long_name), TS_E_INVALID);
+    assert_int_equal(ts_store_authz_version(f->st, NULL), TS_E_INVALID);
+    assert_null(o);
+    assert_null(l);
+    assert_int_equal(n, 0);
+    /* nothing was written */
+    settle(f->st);
+    assert_int_equal(ts_store_epoch(f->st), epoch);
+    assert_int_equal(authz_version(f->st), version);
+    assert_authz_names(f->st, ROLE, "r");
+
+    /* a name of exactly TS_STORE_NAME_MAX bytes is fine */
+    assert_int_equal(authz_put(f->st, false, ROLE, max_name, "{}", T0, T0), TS_OK);
+    assert_int_equal(authz_put(f->st, true, ROLE, max_name, "{\"a\":1}", T0, T0 + 1), TS_OK);
+    assert_authz(f->st, ROLE, max_name, "{\"a\":1}", T0, T0 + 1);
+    assert_int_equal(ts_store_authz_delete(f->st, ROLE, max_name), TS_OK);
+    assert_int_equal(authz_version(f->st), version + 3);
+}
+
+static void test_authz_epoch(void **state)
+{
+    struct fix *f = *state;
+    wait_sighted(f->st);
+    assert_epoch(f->st, true,
+                 assert_int_equal(authz_put(f->st, false, ROLE, "editor", EDITOR, T0, T0), TS_OK));
+    assert_epoch(f->st, true,
+                 assert_int_equal(authz_put(f->st, false, PROFILE, "editor", "{}", T0, T0), TS_OK));
+    assert_epoch(
+        f->st, true,
+        assert_int_equal(authz_put(f->st, true, ROLE, "editor", EDITOR2, T0, T0 + 1), TS_OK));
+    assert_epoch(f->st, true,
+                 assert_int_equal(ts_store_authz_delete(f->st, PROFILE, "editor"), TS_OK));
+    /* reads and failures move nothing */
+    struct ts_authz_object *o = NULL;
+    assert_epoch(f->st, false, {
+        assert_authz(f->st, ROLE, "editor", EDITOR2, T0, T0 + 1);
+        assert_authz_names(f->st, ROLE, "editor");
+        (void)authz_version(f->st);
+    });
+    assert_epoch(
+        f->st, false,
+        assert_int_equal(ts_store_authz_get(f->st, PROFILE, "editor", &o), TS_E_NOT_FOUND));
+    assert_epoch(
+        f->st, false,
+        assert_int_equal(authz_put(f->st, false, ROLE, "editor", "{}", T0, T0), TS_E_CONFLICT));
+    assert_epoch(f->st, false,
+                 assert_int_equal(authz_put(f->st, true, PROFILE, "editor", "{}", T0, T0 + 2),
+                                  TS_E_NOT_FOUND));
+    assert_epoch(f->st, false,
+                 assert_int_equal(ts_store_authz_delete(f->st, PROFILE, "editor"), TS_E_NOT_FOUND));
+
+    /* Another process (a second store on the database) writes: this one's version shows it at
+     * once, and its epoch moves once it has polled. */
+    struct ts_store *other = open_store(f->url);
+    ts_store_poll_external(f->st); /* SQLite: the first poll sets the watch up */
+    settle(f->st);
+    uint64_t e = ts_store_epoch(f->st);
+    int64_t v = authz_version(f->st);
+    assert_int_equal(authz_put(other, false, ROLE, "viewer", "{\"v\":1}", T0, T0), TS_OK);
+    assert_true(authz_version(f->st) > v);
+    assert_int_equal(authz_version(f->st), authz_version(other));
+    assert_authz(f->st, ROLE, "viewer", "{\"v\":1}", T0, T0);
+    settle(f->st);
+    ts_store_poll_external(f->st);
+    assert_int_not_equal(ts_store_epoch(f->st), e);
+    ts_store_close(other);
+}
+
+#define AUTHZ_WRITERS 8
+#define AUTHZ_WRITES 12
+
+struct authz_writer {
+    struct ts_store *st;
+    int index;
+    pthread_barrier_t *start;
+    int ok;
+    enum ts_rc bad; /* an unexpected result of a shared create, or TS_OK */
+};
+
+/* Creates, updates and deletes objects of its own, and races the others for shared names. */
+static void *authz_writer_main(void *arg)
+{
+    struct authz_writer *w = arg;
+    pthread_barrier_wait(w->start);
+    for (int i = 0; i < AUTHZ_WRITES; i++) {
+        char name[32], config[64];
+        snprintf(name, sizeof(name), "w%d-%d", w->index, i);
+        snprintf(config, sizeof(config), "{\"w\":%d,\"i\":%d}", w->index, i);
+        w->ok += authz_put(w->st, false, ROLE, name, config, T0 + i, T0 + i) == TS_OK;
+        w->ok += authz_put(w->st, true, ROLE, name, "{}", T0 + i, T0 + i + 1) == TS_OK;
+        if (i % 2)
+            w->ok += ts_store_authz_delete(w->st, ROLE, name) == TS_OK;
+        snprintf(name, sizeof(name), "shared-%d", i);
+        enum ts_rc rc = authz_put(w->st, false, PROFILE, name, config, T0, T0);
+        if (rc != TS_OK && rc != TS_E_CONFLICT)
+            w->bad = rc;
+        w->ok += rc == TS_OK;
+    }
+    return NULL;
+}
+
+/* Writers on two stores at once ("nodes"): the version counts every successful write. */
+static void test_authz_concurrent(void **state)
+{
+    struct fix *f = *state;
+    struct ts_store *other = open_store(f->url);
+    int64_t v0 = authz_version(f->st);
+    struct authz_writer ws[AUTHZ_WRITERS];
+    pthread_t th[AUTHZ_WRITERS];
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, AUTHZ_WRITERS);
+    for (int i = 0; i < AUTHZ_WRITERS; i++) {
+        ws[i] = (struct authz_writer){.st = i % 2 ? other : f->st, .index = i, .start = &start};
+        assert_int_equal(pthread_create(&th[i], NULL, authz_writer_main, &ws[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < AUTHZ_WRITERS; i++) {
+        pthread_join(th[i], NULL);
+        if (ws[i].bad != TS_OK)
+            fail_msg("writer %d: %s", i, ts_rc_name(ws[i].bad));
+        ok += ws[i].ok;
+    }
+    pthread_barrier_destroy(&start);
+    /* each writer: a create and an update of each of its names, a delete of every other one;
+     * each shared name was created once */
+    assert_int_equal(ok, AUTHZ_WRITERS * (AUTHZ_WRITES * 2 + AUTHZ_WRITES / 2) + AUTHZ_WRITES);
+    assert_int_equal(authz_version(f->st), v0 + ok);
+    assert_int_equal(authz_version(other), v0 + ok);
+    struct ts_authz_object **l = NULL;
+    size_t n = 0;
+    assert_int_equal(ts_store_authz_list(f->st, ROLE, &l, &n), TS_OK);
+    assert_int_equal(n, AUTHZ_WRITERS * (AUTHZ_WRITES - AUTHZ_WRITES / 2));
+    for (size_t i = 0; i < n; i++)
+        assert_json(l[i]->config, "{}");
+    ts_authz_objects_free(l, n);
+    assert_int_equal(ts_store_authz_list(f->st, PROFILE, &l, &n), TS_OK);
+    assert_int_equal(n, AUTHZ_WRITES);
+    ts_authz_objects_free(l, n);
+    ts_store_close(other);
+}
+
 int main(void)
 {
     ts_log_set_level(TS_LOG_ERROR);
@@ -922,6 +1290,10 @@ int main(void)
         T(test_exchanges),
         T(test_sweep_exchanges),
         T(test_epoch),
+        T(test_authz),
+        T(test_authz_invalid),
+        T(test_authz_epoch),
+        T(test_authz_concurrent),
     };
 #undef T
     return store_run_groups("store ext", tests, sizeof(tests) / sizeof(tests[0]));
