@@ -41,7 +41,8 @@ enum v1_kind {
  * The actions of /v1 that roles govern, one per endpoint (resource "api/<controller>"), and
  * the least built-in key role that may take each without a defined role. Public actions
  * verify their own credentials (login) and need no right; `always` ones are open to every
- * caller that presented a valid credential (ending one's own session).
+ * caller that presented a valid credential (ending one's own session, asking what one may
+ * do), and to anonymous callers as their roles say.
  */
 #define V1_ACTION_TABLE(X)                                                                         \
     X(AUTH_LOGIN, "auth", "login", V1_ROLE_NONE, V1_PUBLIC)                                        \
@@ -50,8 +51,8 @@ enum v1_kind {
     X(AUTH_ME, "auth", "me", V1_ROLE_SERVER_READ, V1_GOVERNED)                                     \
     X(AUTH_SESSIONS, "auth", "sessions", V1_ROLE_SERVER_READ, V1_GOVERNED)                         \
     X(AUTH_DELETE_SESSION, "auth", "delete_session", V1_ROLE_SERVER_READ, V1_GOVERNED)             \
-    X(AUTH_RIGHTS, "auth", "rights", V1_ROLE_SERVER_READ, V1_GOVERNED)                             \
-    X(AUTHZ_CHECK, "authz", "check", V1_ROLE_SERVER_READ, V1_GOVERNED)                             \
+    X(AUTH_RIGHTS, "auth", "rights", V1_ROLE_SERVER_READ, V1_ALWAYS)                               \
+    X(AUTHZ_CHECK, "authz", "check", V1_ROLE_SERVER_READ, V1_ALWAYS)                               \
     X(AUTHZ_GATEWAY, "authz", "gateway", V1_ROLE_NONE, V1_PUBLIC)                                  \
     X(OAUTH_TOKEN, "oauth", "token", V1_ROLE_NONE, V1_PUBLIC)                                      \
     X(COLLECTION_LIST, "collection", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                     \
