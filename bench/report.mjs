@@ -338,6 +338,13 @@ if (existsSync(resultsPath)) {
   if (m && m[1].trim()) P('## Native API (/v1)', '', ...m[1].trim().split('\n'), '');
 }
 
+// Authorization's figures, written by bench/authz.sh: carried over as they are.
+if (existsSync(resultsPath)) {
+  const old = readFileSync(resultsPath, 'utf8');
+  const m = old.match(/\n## Authorization \(\/v1\/authz\)\n([\s\S]*?)(?=\n## |$)/);
+  if (m && m[1].trim()) P('## Authorization (/v1/authz)', '', ...m[1].trim().split('\n'), '');
+}
+
 P('## Durability', '');
 const placeholder = ['Kill -9 durability of the refresh grant is checked outside this harness; the lead',
   'engineer records the method and the result in this section, which bench/run.sh carries over',
@@ -363,6 +370,7 @@ P('```sh',
   'BENCH_RUNS=5 BENCH_DURATION=20 bash bench/run.sh',
   'BENCH_QUICK=1 bash bench/run.sh             # smoke test: 2 s x 1 run',
   'bash bench/v1.sh                            # the native API (/v1): its own section above',
+  'bash bench/authz.sh                         # authorization (/v1/authz): its own section above',
   'node bench/report.mjs bench/out bench/RESULTS.md   # rewrite this file from kept raw outputs',
   '```', '');
 P('Other knobs: BENCH_THREADS (wrk -t), BENCH_POLL_CONNS, BENCH_EPOLL_CONNS, BENCH_POOL_TOKENS,',

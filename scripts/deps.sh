@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev clang-format
       libssl-dev libsqlite3-dev sqlite3 libpq-dev postgresql libjansson-dev libsodium-dev
-      libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev wrk nginx-light curl)
+      libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev wrk nginx-light nginx curl)
+# nginx (with auth_request): the benchmarks' ceiling and the front of tests/blackbox/test/authz-gateway.
 # Node.js (for the test clients) may come from elsewhere on the machine: take Debian's only if absent.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
@@ -22,7 +23,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     $sudo_cmd apt-get update -qq
     $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # nginx is only the benchmark's ceiling: never leave Debian's default site running.
+    # nginx runs only as a child of the benchmarks and tests: never leave Debian's default site running.
     if command -v systemctl >/dev/null 2>&1; then $sudo_cmd systemctl disable --now nginx >/dev/null 2>&1 || true; fi
     pkill -x nginx 2>/dev/null || true
 fi

@@ -57,6 +57,17 @@ struct id_slot {
     struct ts_grants grants;
 };
 
+/* Documents read for decisions (get, exists, the gateway's and check's resource), while the
+ * epoch has not moved and the document has not expired. */
+struct doc_slot {
+    pthread_mutex_t mu;
+    bool used;
+    uint64_t epoch;
+    int64_t expires_at; /* 0: never */
+    char key[TS_STORE_NAME_MAX + TS_STORE_DOC_ID_MAX + 2];
+    json_t *doc; /* immutable once cached; NULL: there is none */
+};
+
 struct gw_rule {
     char *method;    /* "GET"..., or "*" */
     char **segments; /* the path pattern split on '/'; "{x}" captures, a last "*" the rest */
@@ -73,6 +84,7 @@ struct v1_authz {
     uint64_t next_gen;
     struct ts_pred_limits lim;
     struct id_slot slots[ID_SLOTS];
+    struct doc_slot docs[ID_SLOTS];
     struct gw_rule *rules;
     size_t nrules;
 };
@@ -94,8 +106,10 @@ struct v1_authz *v1_authz_new(const struct ts_config *cfg)
 {
     struct v1_authz *z = ts_xcalloc(1, sizeof(*z));
     pthread_mutex_init(&z->mu, NULL);
-    for (size_t i = 0; i < ID_SLOTS; i++)
+    for (size_t i = 0; i < ID_SLOTS; i++) {
         pthread_mutex_init(&z->slots[i].mu, NULL);
+        pthread_mutex_init(&z->docs[i].mu, NULL);
+    }
     z->lim.max_fetches = (uint32_t)cfg->authz_max_fetches;
     return z;
 }
@@ -121,6 +135,8 @@ void v1_authz_free(struct v1_authz *z)
     for (size_t i = 0; i < ID_SLOTS; i++) {
         json_decref(z->slots[i].identity);
         pthread_mutex_destroy(&z->slots[i].mu);
+        json_decref(z->docs[i].doc);
+        pthread_mutex_destroy(&z->docs[i].mu);
     }
     rules_free(z->rules, z->nrules);
     pthread_mutex_destroy(&z->mu);
@@ -291,7 +307,15 @@ static struct az_req *az(struct ts_http_req *req)
     return ar->authz;
 }
 
-/* Reads a document for a predicate's get/exists/lookup. */
+static uint64_t fnv(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* Reads a document for a predicate's get/exists/lookup (get and exists through a cache). */
 static enum ts_rc fetch_doc(void *cls, enum ts_pred_fetch kind, const char *collection,
                             const char *id_or_index, const char *term, json_t **out)
 {
@@ -320,21 +344,48 @@ static enum ts_rc fetch_doc(void *cls, enum ts_pred_fetch kind, const char *coll
     }
     if (!v1_doc_id_ok(id_or_index))
         return TS_E_NOT_FOUND;
+    char key[sizeof(((struct doc_slot *)0)->key)];
+    snprintf(key, sizeof(key), "%s/%s", collection, id_or_index);
+    uint64_t epoch = ts_store_epoch(api->store);
+    int64_t now = ts_now_us();
+    struct doc_slot *slot = &api->authz->docs[fnv(key) % ID_SLOTS];
+    pthread_mutex_lock(&slot->mu);
+    if (slot->used && slot->epoch == epoch && (!slot->expires_at || now < slot->expires_at) &&
+        strcmp(slot->key, key) == 0) {
+        *out = slot->doc ? json_incref(slot->doc) : NULL;
+        pthread_mutex_unlock(&slot->mu);
+        return TS_OK;
+    }
+    pthread_mutex_unlock(&slot->mu);
+    enum ts_rc rc;
+    int64_t expires_at = 0;
     if (strcmp(collection, "users") == 0) {
         struct ts_user *u = NULL;
-        enum ts_rc rc = ts_uuid_valid(id_or_index) ? ts_store_user_get(api->store, id_or_index, &u)
-                                                   : TS_E_NOT_FOUND;
+        rc = ts_uuid_valid(id_or_index) ? ts_store_user_get(api->store, id_or_index, &u)
+                                        : TS_E_NOT_FOUND;
         if (!rc && !u->deleted_at)
             *out = v1_user_doc_json(u);
         ts_user_free(u);
-        return rc == TS_E_NOT_FOUND ? TS_OK : rc;
+    } else {
+        struct ts_doc *d = NULL;
+        rc = ts_store_doc_get(api->store, collection, id_or_index, now, &d);
+        if (!rc) {
+            *out = v1_doc_json(d);
+            expires_at = d->expires_at;
+        }
+        ts_doc_free(d);
     }
-    struct ts_doc *d = NULL;
-    enum ts_rc rc = ts_store_doc_get(api->store, collection, id_or_index, ts_now_us(), &d);
-    if (!rc)
-        *out = v1_doc_json(d);
-    ts_doc_free(d);
-    return rc == TS_E_NOT_FOUND ? TS_OK : rc;
+    if (rc && rc != TS_E_NOT_FOUND)
+        return rc;
+    pthread_mutex_lock(&slot->mu);
+    json_decref(slot->doc);
+    slot->used = true;
+    slot->epoch = epoch;
+    slot->expires_at = expires_at;
+    snprintf(slot->key, sizeof(slot->key), "%s", key);
+    slot->doc = *out ? json_incref(*out) : NULL;
+    pthread_mutex_unlock(&slot->mu);
+    return TS_OK;
 }
 
 /* The document of identity (collection, id), or NULL (gone; or the store failed: *rc). */
@@ -385,14 +436,6 @@ static void add_profiles(struct ts_grants *g, const struct ts_policy_set *ps,
         }
     if (!named)
         ts_grants_add_profile(g, ps, "default");
-}
-
-static uint64_t fnv(const char *s)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
 }
 
 /* The roles an identity's profiles and memberships give it, cached while nothing changes. */
@@ -587,11 +630,13 @@ static bool grants_decide(struct ts_http_req *req, const struct v1_caller *c,
                                .fetch = fetch_doc,
                                .fetch_cls = req,
                                .cache = &cache};
-    if (ts_grants_static(g, resource, action) == TS_AUTHZ_CONDITIONAL) {
+    /* only what a predicate that could decide reads: the request's headers cost more than
+     * most decisions */
+    unsigned uses = ts_grants_uses(g, resource, action);
+    if (uses & TS_PRED_USES_REQUEST)
         in.request = request_json(req);
-        if (c && !claims)
-            in.claims = caller_claims(req, c);
-    }
+    if ((uses & TS_PRED_USES_CLAIMS) && c && !claims)
+        in.claims = caller_claims(req, c);
     bool ok = ts_grants_decide(g, resource, action, &in, ts_http_arena(req), d);
     if (!ok && strncmp(d->reason, "role ", 5) == 0)
         ts_log_info("authz: %s on %s denied: %s", action, resource, d->reason);
@@ -1159,7 +1204,7 @@ void v1_authz_check(struct ts_http_req *req)
         sub.caller = &c;
         sub.grants = &r->grants;
         sub.identity = r->identity;
-        sub.claims = caller_claims(req, &c);
+        /* claims are read only when a predicate needs them (grants_decide) */
         sub.builtin = c.kind == V1_JWT_ADMIN ? V1_ROLE_ADMIN : c.role;
         sub.anonymous = c.kind == V1_ANONYMOUS;
     }
@@ -1519,7 +1564,8 @@ void v1_authz_gateway(struct ts_http_req *req)
         struct az_req *r = az(req);
         json_t *doc = NULL;
         if (coll && id &&
-            ts_grants_static(&r->grants, resource, rule->action) == TS_AUTHZ_CONDITIONAL) {
+            (ts_grants_uses(&r->grants, resource, rule->action) &
+             (TS_PRED_USES_RESOURCE | TS_PRED_USES_OLD))) {
             enum ts_rc rc = fetch_doc(req, TS_PRED_FETCH_GET, resource + 12, id, NULL, &doc);
             if (rc) {
                 v1_fail(req, rc, "gateway fetch");

@@ -66,6 +66,19 @@ void ts_pred_free(struct ts_pred *p);
 /* The limits the predicate was compiled with (defaults filled in, clamped). */
 const struct ts_pred_limits *ts_pred_limits_of(const struct ts_pred *p);
 
+/* What a predicate reads, so that callers build only the inputs it needs. */
+enum {
+    TS_PRED_USES_IDENTITY = 1u << 0,
+    TS_PRED_USES_CLAIMS = 1u << 1,
+    TS_PRED_USES_RESOURCE = 1u << 2,
+    TS_PRED_USES_OLD = 1u << 3,
+    TS_PRED_USES_NEW = 1u << 4,
+    TS_PRED_USES_REQUEST = 1u << 5,
+    TS_PRED_USES_NOW = 1u << 6,
+    TS_PRED_USES_FETCH = 1u << 7, /* get, exists or lookup */
+};
+unsigned ts_pred_uses(const struct ts_pred *p);
+
 enum ts_pred_fetch {
     TS_PRED_FETCH_GET,    /* get(collection, id): the document, or NULL when there is none */
     TS_PRED_FETCH_EXISTS, /* exists(collection, id): any non-NULL value means "exists" */

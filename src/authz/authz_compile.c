@@ -1002,6 +1002,19 @@ static uint32_t clamp(uint32_t v, uint32_t def, uint32_t hard)
     return v == 0 ? def : v > hard ? hard : v;
 }
 
+/* The roots (and fetches) a tree reads; the tree is at most max_depth deep. */
+static unsigned uses_of(const struct node *n)
+{
+    unsigned u = 0;
+    if (n->op == OP_ROOT)
+        u |= 1u << n->v.root;
+    if (n->op == OP_CALL && (n->v.fn == FN_GET || n->v.fn == FN_EXISTS || n->v.fn == FN_LOOKUP))
+        u |= TS_PRED_USES_FETCH;
+    for (uint16_t i = 0; i < n->nkids; i++)
+        u |= uses_of(n->kids[i]);
+    return u;
+}
+
 enum ts_rc ts_pred_compile(const char *text, const struct ts_pred_limits *lim, struct ts_pred **out,
                            struct ts_pred_error *err)
 {
@@ -1037,6 +1050,7 @@ enum ts_rc ts_pred_compile(const char *text, const struct ts_pred_limits *lim, s
         return TS_E_PARSE;
     }
     p->root = root;
+    p->uses = uses_of(root);
     *out = p;
     return TS_OK;
 }
@@ -1052,4 +1066,9 @@ void ts_pred_free(struct ts_pred *p)
 const struct ts_pred_limits *ts_pred_limits_of(const struct ts_pred *p)
 {
     return &p->lim;
+}
+
+unsigned ts_pred_uses(const struct ts_pred *p)
+{
+    return p->uses;
 }

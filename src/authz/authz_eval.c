@@ -536,7 +536,13 @@ static bool eval(struct ev *e, const struct node *n, struct val *out)
     case OP_NE: {
         if (!eval(e, n->kids[0], &a) || !eval(e, n->kids[1], &b))
             return false;
-        int eq = equal(&a, &b, true);
+        int eq;
+        if (a.k == K_MISSING || b.k == K_MISSING)
+            /* absent data equals only a literal null: two absent values (no identity, no
+             * owner), or an absent one and a stored null, never make a rule true */
+            eq = n->kids[a.k == K_MISSING ? 1 : 0]->op == OP_NULL;
+        else
+            eq = equal(&a, &b, true);
         if (eq < 0)
             return fail(e, n, TS_E_INVALID, "'%s' of %s and %s", op_names[n->op], kind_name(a.k),
                         kind_name(b.k));

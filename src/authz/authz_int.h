@@ -50,6 +50,7 @@ enum node_op {
     OP_CALL, /* v.fn (enum fn), kids: the arguments */
 };
 
+/* In the order of TS_PRED_USES_* (bit 1 << root). */
 enum root {
     ROOT_IDENTITY,
     ROOT_CLAIMS,
@@ -94,6 +95,7 @@ struct ts_pred {
     struct ts_arena arena; /* every node and string of the predicate */
     struct node *root;
     struct ts_pred_limits lim;
+    unsigned uses; /* TS_PRED_USES_* */
 };
 
 #endif

@@ -376,8 +376,9 @@ enum ts_rc ts_role_validate(const char *name, const json_t *in, const struct ts_
         return TS_E_INVALID;
     }
     json_t *membership = json_object_get(in, "membership");
-    json_t *doc = json_pack("{s:s?, s:o, s:O}", "name", name, "privileges", out_privs, "membership",
-                            membership && !json_is_null(membership) ? membership : json_array());
+    json_t *doc =
+        json_pack("{s:s?, s:o, s:o}", "name", name, "privileges", out_privs, "membership",
+                  membership && !json_is_null(membership) ? json_incref(membership) : json_array());
     if (!doc) {
         say(err, errcap, "name must match ^[A-Za-z_][A-Za-z0-9_-]{0,63}$");
         return TS_E_INVALID;
@@ -433,7 +434,7 @@ static bool restrictions(const json_t *rt, size_t at, json_t **canon, json_t **f
         json_t *v;
         json_object_foreach(r, k, v) if (strcmp(k, "collections") != 0 &&
                                          strcmp(k, "index") != 0) goto bad;
-        if (!colls || json_is_null(colls) || json_array_size(colls) == 0) {
+        if (!colls || json_is_null(colls) || (json_is_array(colls) && !json_array_size(colls))) {
             /* Kuzzle: an index without collections means all of it; we have one namespace */
             unrestricted = true;
             json_array_append_new(*canon, json_pack("{s:[]}", "collections"));
@@ -853,6 +854,26 @@ enum ts_authz_value ts_grants_static(const struct ts_grants *g, const char *reso
             best = TS_AUTHZ_CONDITIONAL;
     }
     return best;
+}
+
+unsigned ts_grants_uses(const struct ts_grants *g, const char *resource, const char *action)
+{
+    enum kind kind;
+    const char *name;
+    unsigned uses = 0;
+    if (!split_resource(resource, false, &kind, &name) || !action_ok(action))
+        return 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const struct privilege *pv;
+        if (restricted_out(&g->items[i], kind, name))
+            continue;
+        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, &pv);
+        if (ru && ru->value == RULE_TRUE)
+            return 0; /* decided without any predicate */
+        if (ru && ru->value == RULE_PRED)
+            uses |= ts_pred_uses(ru->pred);
+    }
+    return uses;
 }
 
 static void allow(struct ts_authz_decision *d, const struct ts_grant *gr,

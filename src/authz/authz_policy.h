@@ -98,7 +98,7 @@ void ts_role_api_actions(const struct ts_role *r,
 
 struct ts_grant {
     const struct ts_role *role;
-    const char *via; /* "profile:<name>", "membership", "key", "provider"...; borrowed */
+    const char *via;             /* the profile's name, "membership", "key", "provider"; borrowed */
     const json_t *restricted_to; /* collection names (an array), NULL: unrestricted */
 };
 
@@ -145,6 +145,8 @@ bool ts_policy_resource_ok(const char *resource);
  * true, CONDITIONAL when the best is a predicate, DENIED otherwise. */
 enum ts_authz_value ts_grants_static(const struct ts_grants *g, const char *resource,
                                      const char *action);
+/* The inputs (TS_PRED_USES_*) the predicates that could decide action on resource read. */
+unsigned ts_grants_uses(const struct ts_grants *g, const char *resource, const char *action);
 /*
  * Decides action on resource for in: a static true first, then predicates in grant order
  * until one is true. d is filled in either way. Allocates only from arena (the predicates'

@@ -2,7 +2,8 @@
  * test_authz.c - unit tests of the predicate language (src/authz, issue 6): precedence,
  * every operator and function, compile-time type errors with line and column, the depth,
  * size and node limits at max and max+1, the fetch limit and the per-decision cache, and the
- * runtime rules: missing paths are null, null equals only null, anything else given a null or
+ * runtime rules: a missing path equals only a literal null, null equals only null, anything
+ * else given a null or
  * a wrongly typed operand is an error, which callers treat as a denial.
  */
 #include <setjmp.h>
@@ -252,12 +253,16 @@ static void test_paths(void **state)
 static void test_null_and_missing(void **state)
 {
     (void)state;
-    /* A missing path is null: it equals only null. */
+    /* A missing path equals only the literal null: two missing paths are not equal, so an
+     * owner rule never allows a caller without an identity on a document without an owner. */
     T("resource.data.missing == null");
+    T("null == resource.data.missing");
     F("resource.data.missing == \"u1\"");
     T("resource.data.missing != \"u1\"");
     T("identity.nothing == null");
-    T("identity.nothing == resource.data.missing");
+    F("identity.nothing == resource.data.missing");
+    T("identity.nothing == identity.nothing");
+    T("identity.nothing != resource.data.missing");
     F("identity.id == null");
     /* Everything else given null or missing is an error (deny). */
     DENY("resource.data.missing < 3");
