@@ -186,6 +186,21 @@ read -r GD_RPS GD_P50 GD_P99 _ GD_ERR GD_SOCK < <(wrk_figures "$OUT/gateway-doc.
 kill "$TPID" 2>/dev/null || true
 wait "$TPID" 2>/dev/null || true
 
+# ---- 3. in-process evaluation (bench/authz_eval.c): rate per core and heap allocations ----
+EVAL=${BENCH_AUTHZ_EVAL:-$(dirname "$TESSERA")/bench_authz}
+if [[ ! -x $EVAL ]]; then
+    cmake --build "$(dirname "$TESSERA")" --target bench_authz >/dev/null 2>&1 || true
+fi
+EV_RATE=0
+EV_MALLOCS=?
+if [[ -x $EVAL ]]; then
+    log "in-process evaluations (bench_authz)"
+    "$EVAL" "$DUR" >"$OUT/eval.txt"
+    # pred=1: resource.data.owner == identity.id && claims.aal == "aal2"
+    EV_RATE=$(sed -n 's/^AUTHZ pred=1 .* rate=\([0-9]*\).*/\1/p' "$OUT/eval.txt")
+    EV_MALLOCS=$(sed -n 's/^AUTHZ pred=1 .* mallocs=\([0-9]*\).*/\1/p' "$OUT/eval.txt")
+fi
+
 # ---- report ----
 SECTION=$(python3 - <<EOF
 ng = float("$NGINX_RPS")
@@ -209,6 +224,10 @@ by bench/authz_check.lua). Raw outputs: bench/out/authz/.
 {row("POST /v1/authz/check, read collections/posts, owner predicate on the context's resource", "$CK_RPS", "$CK_P50", "$CK_P99", "$CK_ERR" + (" + ${CK_OTHER:-?} not allowed" if "${CK_OTHER:-?}" != "0" else ""), "$CK_SOCK")}
 {row("GET /v1/authz/gateway, POST /blog/{id}/publish → api/blog publish (\`true\`: static)", "$GS_RPS", "$GS_P50", "$GS_P99", "$GS_ERR", "$GS_SOCK")}
 {row("GET /v1/authz/gateway, GET /posts/{id} → collections/posts/{id} read (owner predicate, document read)", "$GD_RPS", "$GD_P50", "$GD_P99", "$GD_ERR", "$GD_SOCK")}
+
+In-process (bench/authz_eval.c, one thread): \`resource.data.owner == identity.id && claims.aal == "aal2"\`
+evaluated {f(float("${EV_RATE:-0}"))} times per second (target ≥ 1,000,000 per core), with ${EV_MALLOCS:-?} heap
+allocations counted over all evaluations (target 0).
 
 The targets are the issue's, recorded here, not asserted by the script.
 """)

@@ -502,16 +502,12 @@ void v1_keys_create(struct ts_http_req *req)
                  "role must be admin, server, server-readonly, client or a defined role");
         return;
     }
+    bool defined = false;
     if (!key_role_ok(role)) {
-        struct ts_authz_object *o = NULL;
-        enum ts_rc rc = ts_store_authz_get(api->store, TS_AUTHZ_ROLE, role, &o);
-        ts_authz_object_free(o);
-        if (rc == TS_E_NOT_FOUND) {
-            v1_error(req, 400, "invalid_request", "No role has that name");
+        if (!v1_role_defined(req, role, &defined))
             return;
-        }
-        if (rc) {
-            v1_fail(req, rc, "role get");
+        if (!defined) {
+            v1_error(req, 400, "invalid_request", "No role has that name");
             return;
         }
     }

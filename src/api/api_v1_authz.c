@@ -545,6 +545,20 @@ static bool caller_grants(struct ts_http_req *req, const struct v1_caller *c)
     return true;
 }
 
+bool v1_role_defined(struct ts_http_req *req, const char *name, bool *defined)
+{
+    enum ts_rc rc = TS_OK;
+    struct snap *s = snapshot(req, &rc);
+    if (!s) {
+        v1_fail(req, rc, "roles");
+        return false;
+    }
+    /* the set in use: a role created by this node is in it (the write moved the epoch); one
+     * created by another node a moment ago may not be yet, which only refuses */
+    *defined = ts_policy_role(s->ps, name) != NULL;
+    return true;
+}
+
 /* A JWT caller's claims (the token was verified by v1_caller). */
 static json_t *caller_claims(struct ts_http_req *req, const struct v1_caller *c)
 {
@@ -555,10 +569,18 @@ static json_t *caller_claims(struct ts_http_req *req, const struct v1_caller *c)
     if (c->kind != V1_JWT_USER && c->kind != V1_JWT_EXTERNAL && c->kind != V1_JWT_EXCHANGE &&
         c->kind != V1_JWT_ADMIN)
         return NULL;
+    /* the credential v1_caller verified: Bearer, or else the apikey header */
     const char *h = ts_http_header(req, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
+    const char *tok = NULL;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0)
+        tok = h + 7;
+    else if (!h)
+        tok = ts_http_header(req, "apikey");
+    if (!tok)
         return NULL;
-    const char *dot1 = strchr(h + 7, '.');
+    while (*tok == ' ')
+        tok++;
+    const char *dot1 = strchr(tok, '.');
     const char *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
     if (!dot2)
         return NULL;
@@ -1043,6 +1065,26 @@ static json_t *explain_json(const struct ts_authz_decision *d)
                      "action", d->action, "rule", d->rule, "via", d->via);
 }
 
+/* Whether a built-in key role allows action on resource, as on /v1 itself: admin anything;
+ * on documents, reads from server-readonly and the rest from server; on Tessera's own
+ * controllers, what the action table says. Nothing on a service's own controllers. */
+static bool builtin_allows(enum v1_role role, const char *resource, const char *action)
+{
+    if (role == V1_ROLE_ADMIN)
+        return true;
+    if (role == V1_ROLE_NONE)
+        return false;
+    if (strncmp(resource, "collections/", 12) == 0) {
+        bool reads = strcmp(action, "read") == 0 || strcmp(action, "list") == 0;
+        return role >= (reads ? V1_ROLE_SERVER_READ : V1_ROLE_SERVER);
+    }
+    for (size_t i = 0; i < V1_ACT_COUNT; i++)
+        if (strcmp(v1_actions[i].resource, resource) == 0 &&
+            strcmp(v1_actions[i].action, action) == 0)
+            return v1_actions[i].builtin != V1_ROLE_NONE && role >= v1_actions[i].builtin;
+    return false;
+}
+
 /* Decides one {action, resource, context?}; NULL with *msg when the check is malformed. */
 static json_t *check_one(struct ts_http_req *req, const struct subject *sub, const json_t *item,
                          const char **msg)
@@ -1080,20 +1122,7 @@ static json_t *check_one(struct ts_http_req *req, const struct subject *sub, con
     const json_t *claims = json_object_get(ctx, "claims");
     struct ts_authz_decision d = {0};
     bool coll = strncmp(resource, "collections/", 12) == 0;
-    /* built-in key roles decide as they do on /v1 itself */
-    bool builtin = false;
-    if (sub->builtin == V1_ROLE_ADMIN) {
-        builtin = true;
-    } else if (coll && sub->builtin != V1_ROLE_NONE) {
-        bool reads = strcmp(action, "read") == 0 || strcmp(action, "list") == 0;
-        builtin = sub->builtin >= (reads ? V1_ROLE_SERVER_READ : V1_ROLE_SERVER);
-    } else if (!coll && sub->builtin != V1_ROLE_NONE) {
-        for (size_t i = 0; i < V1_ACT_COUNT && !builtin; i++)
-            builtin = strcmp(v1_actions[i].resource, resource) == 0 &&
-                      strcmp(v1_actions[i].action, action) == 0 &&
-                      v1_actions[i].builtin != V1_ROLE_NONE &&
-                      sub->builtin >= v1_actions[i].builtin;
-    }
+    bool builtin = builtin_allows(sub->builtin, resource, action);
     for (size_t i = 0; i < V1_ACT_COUNT && !coll; i++) {
         const struct v1_action *a = &v1_actions[i];
         bool open = a->access == V1_PUBLIC || (a->access == V1_ALWAYS && !sub->anonymous);
@@ -1116,6 +1145,9 @@ static json_t *check_one(struct ts_http_req *req, const struct subject *sub, con
             return NULL;
         }
         res = fetched;
+        /* as on /v1: a write or a delete sees the stored document as old too */
+        if (!old_doc && (strcmp(action, "write") == 0 || strcmp(action, "delete") == 0))
+            old_doc = fetched;
     }
     bool ok =
         grants_decide(req, sub->caller, sub->grants, sub->identity, claims ? claims : sub->claims,
@@ -1555,9 +1587,11 @@ void v1_authz_gateway(struct ts_http_req *req)
     bool coll = strncmp(resource, "collections/", 12) == 0;
     const char *role = NULL;
     bool ok = false;
-    if (c.kind == V1_JWT_ADMIN || c.role == V1_ROLE_ADMIN) {
+    static const char *const builtin_names[] = {"client", "server-readonly", "server", "admin"};
+    enum v1_role builtin = c.kind == V1_JWT_ADMIN ? V1_ROLE_ADMIN : c.role;
+    if (builtin_allows(builtin, resource, rule->action)) {
         ok = true;
-        role = "admin";
+        role = builtin_names[builtin];
     } else {
         if (!caller_grants(req, &c))
             return;

@@ -595,6 +595,13 @@ static void doc_write(struct ts_http_req *req, enum write_op op)
             w->checked = true;
         }
     }
+    /* a password set through a role would skip current_password (its own) or take over
+     * another identity (anyone else's): only servers set credentials, and an identity its
+     * own, with the credentials alone and its current password */
+    if (w->checked && cred && !json_is_null(cred)) {
+        v1_forbidden(req);
+        return;
+    }
     if (is_users(coll) && (op != OP_PATCH || !cred || json_object_size(body) != 1)) {
         v1_error(req, 400, "invalid_request",
                  "Users are created and changed through /admin/users; /v1 sets only their "

@@ -740,20 +740,18 @@ static void provider_write(struct ts_http_req *req, bool create)
     for (size_t i = 0; i < p->nrules; i++) {
         if (!p->rules[i].defined)
             continue;
-        struct ts_authz_object *o = NULL;
-        enum ts_rc rc = ts_store_authz_get(api->store, TS_AUTHZ_ROLE, p->rules[i].role_name, &o);
-        ts_authz_object_free(o);
-        if (rc) {
+        bool defined = false;
+        if (!v1_role_defined(req, p->rules[i].role_name, &defined)) {
             provider_free(p);
-            if (rc == TS_E_NOT_FOUND) {
-                snprintf(err, sizeof(err),
-                         "roles[%zu].role must be admin, server, server-readonly, client or the "
-                         "name of a defined role",
-                         i);
-                v1_error(req, 400, "invalid_request", err);
-            } else {
-                v1_fail(req, rc, "role get");
-            }
+            return;
+        }
+        if (!defined) {
+            provider_free(p);
+            snprintf(err, sizeof(err),
+                     "roles[%zu].role must be admin, server, server-readonly, client or the "
+                     "name of a defined role",
+                     i);
+            v1_error(req, 400, "invalid_request", err);
             return;
         }
     }

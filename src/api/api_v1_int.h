@@ -188,6 +188,9 @@ TS_NODISCARD enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *pat
 
 /* Whether the caller may take act (its built-in role, then its roles); no answer given. */
 bool v1_allowed(struct ts_http_req *req, const struct v1_caller *c, enum v1_act act);
+/* Whether a role of that name is defined (the defaults are created first when missing).
+ * False when it answered (503). */
+bool v1_role_defined(struct ts_http_req *req, const char *name, bool *defined);
 /* 401 for an anonymous caller, 403 otherwise. */
 void v1_deny(struct ts_http_req *req, const struct v1_caller *c);
 

@@ -187,6 +187,7 @@ let nginx;
 let upstream;
 let admin;
 let adminKey;
+let readonlyKey;
 let alice; // a tst_ secret of people/alice (profile "writer": roles default + blogger)
 let carol; // a tst_ secret of people/carol (no profiles: the "default" profile only)
 
@@ -199,6 +200,7 @@ before(async () => {
   const keys = await setupKeys(server);
   admin = keys.admin;
   adminKey = admin.key;
+  readonlyKey = keys.readonly.key;
   await createCollection(admin, 'people');
   await createCollection(admin, 'posts');
   expect(await admin.post('/v1/roles', { name: 'blogger', ...bloggerRole(OWNER_RULE) }), 201);
@@ -343,6 +345,14 @@ gw('an admin key: 200 with X-Tessera-Key and the admin role', async () => {
     'x-tessera-key': adminKey.id,
     'x-tessera-role': 'admin',
   });
+});
+
+gw('built-in key roles keep their rights: server-readonly reads documents, but has no right on a service\'s own controller', async () => {
+  assertUpstream(await via('GET', '/posts/p-bob', { token: readonlyKey.secret }), {
+    'x-tessera-key': readonlyKey.id,
+    'x-tessera-role': 'server-readonly',
+  });
+  assertDenied(await via('POST', '/blog/p-bob/publish', { token: readonlyKey.secret }), 403);
 });
 
 gw('the gateway itself: a missing X-Original-* header is a 400 JSON error', async () => {

@@ -237,6 +237,12 @@ test('an identity cannot give itself profiles: changing data.profiles needs prof
   expect(await ada.as.patch(`${docs(people)}/${ada.id}`, { data: { nick: 'b' } }), 200);
   assertForbidden(await ada.as.patch(`${docs(people)}/${ada.id}`, { data: { profiles: [p, 'admin'] } }));
   assert.deepEqual(expect(await admin.get(`${docs(people)}/${ada.id}`), 200).data.profiles, [p]);
+  // nor set a password through the role, skipping current_password (its own, or anyone's)
+  assertForbidden(await ada.as.patch(`${docs(people)}/${ada.id}`, { data: {}, credentials: { password: 'brand-new-pass' } }));
+  assertForbidden(await ada.as.put(`${docs(people)}/${ada.id}`, { data: { nick: 'c', profiles: [p] }, credentials: { password: 'brand-new-pass' } }));
+  const res = await ada.as.patch(`${docs(people)}/${ada.id}`, { credentials: { password: 'brand-new-pass' } });
+  assertV1Error(res, 400, 'invalid_credentials');
+  expect(await v1(server, 'POST', '/v1/login', { body: { collection: people, id: ada.id, password: PW } }), 200);
 });
 
 test('Kuzzle role format: controllers converted to api/<controller>; an explicit entry shadows "*" inside one role', async () => {
@@ -310,6 +316,11 @@ test('/v1/authz/check: explain names the role, privilege and rule; context resou
   // a stored document named by id is read for the decision
   const d = expect(await ada.as.post(docs(posts), { data: { owner: ada.id } }), 201);
   assert.equal(expect(await ada.as.post('/v1/authz/check', { action: 'delete', resource: `collections/${posts}/${d.id}` }), 200).allowed, true);
+  // a write named by id sees the stored document as old, as on /v1 itself
+  const w = await ada.as.post('/v1/authz/check', { action: 'write', resource: `collections/${posts}/${d.id}`, context: { new: { data: { owner: ada.id } } } });
+  assert.equal(expect(w, 200).allowed, true);
+  const steal = await ada.as.post('/v1/authz/check', { action: 'write', resource: `collections/${posts}/${d.id}`, context: { new: { data: { owner: 'x' } } } });
+  assert.equal(expect(steal, 200).allowed, false);
   // batch
   const batch = expect(await ada.as.post('/v1/authz/check', {
     checks: [
