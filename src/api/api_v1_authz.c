@@ -545,6 +545,37 @@ static bool caller_grants(struct ts_http_req *req, const struct v1_caller *c)
     return true;
 }
 
+bool v1_membership_raises(struct ts_http_req *req, const char *collection, const json_t *old_doc,
+                          const json_t *new_doc, bool *raises)
+{
+    enum ts_rc rc = TS_OK;
+    struct snap *s = snapshot(req, &rc);
+    if (!s) {
+        v1_fail(req, rc, "roles");
+        return false;
+    }
+    *raises = false;
+    struct ts_grants before = {0}, after = {0};
+    int64_t now = ts_now_us() / 1000000;
+    struct ts_pred_cache cb, ca;
+    ts_pred_cache_init(&cb);
+    ts_pred_cache_init(&ca);
+    struct ts_pred_input in_b = {
+        .identity = old_doc, .now_s = now, .fetch = fetch_doc, .fetch_cls = req, .cache = &cb};
+    struct ts_pred_input in_a = {
+        .identity = new_doc, .now_s = now, .fetch = fetch_doc, .fetch_cls = req, .cache = &ca};
+    if (old_doc)
+        ts_grants_add_membership(&before, s->ps, collection, &in_b, ts_http_arena(req));
+    ts_grants_add_membership(&after, s->ps, collection, &in_a, ts_http_arena(req));
+    for (size_t i = 0; i < after.n && !*raises; i++) {
+        bool had = false;
+        for (size_t k = 0; k < before.n && !had; k++)
+            had = before.items[k].role == after.items[i].role;
+        *raises = !had;
+    }
+    return true;
+}
+
 bool v1_role_defined(struct ts_http_req *req, const char *name, bool *defined)
 {
     enum ts_rc rc = TS_OK;
@@ -635,12 +666,28 @@ static json_t *request_json(struct ts_http_req *req)
     return r->request;
 }
 
-/* Decides with the caller's grants; inputs are built only when a predicate must run. */
+/* TS_AUTHZ_EXACT_RESOURCE for the protected actions of Tessera's own controllers. */
+static unsigned action_flags(const char *resource, const char *action)
+{
+    if (strncmp(resource, "api/", 4) != 0)
+        return 0;
+    for (size_t i = 0; i < V1_ACT_COUNT; i++)
+        if (v1_actions[i].access == V1_PROTECTED && strcmp(v1_actions[i].resource, resource) == 0 &&
+            strcmp(v1_actions[i].action, action) == 0)
+            return TS_AUTHZ_EXACT_RESOURCE;
+    return 0;
+}
+
+/* Decides with the caller's grants; inputs are built only when a predicate must run. A
+ * denial by a failing predicate is logged at info, or at debug while filtering a listing
+ * (quiet), where one request may evaluate a thousand documents. */
 static bool grants_decide(struct ts_http_req *req, const struct v1_caller *c,
                           const struct ts_grants *g, const json_t *identity, const json_t *claims,
                           const char *resource, const char *action, const json_t *res,
-                          const json_t *old_doc, const json_t *new_doc, struct ts_authz_decision *d)
+                          const json_t *old_doc, const json_t *new_doc, bool quiet,
+                          struct ts_authz_decision *d)
 {
+    unsigned flags = action_flags(resource, action);
     struct ts_pred_cache cache;
     ts_pred_cache_init(&cache);
     struct ts_pred_input in = {.identity = identity,
@@ -654,14 +701,18 @@ static bool grants_decide(struct ts_http_req *req, const struct v1_caller *c,
                                .cache = &cache};
     /* only what a predicate that could decide reads: the request's headers cost more than
      * most decisions */
-    unsigned uses = ts_grants_uses(g, resource, action);
+    unsigned uses = ts_grants_uses_ex(g, resource, action, flags);
     if (uses & TS_PRED_USES_REQUEST)
         in.request = request_json(req);
     if ((uses & TS_PRED_USES_CLAIMS) && c && !claims)
         in.claims = caller_claims(req, c);
-    bool ok = ts_grants_decide(g, resource, action, &in, ts_http_arena(req), d);
-    if (!ok && strncmp(d->reason, "role ", 5) == 0)
-        ts_log_info("authz: %s on %s denied: %s", action, resource, d->reason);
+    bool ok = ts_grants_decide_ex(g, resource, action, flags, &in, ts_http_arena(req), d);
+    if (!ok && strncmp(d->reason, "role ", 5) == 0) {
+        if (quiet)
+            ts_log_debug("authz: %s on %s denied: %s", action, resource, d->reason);
+        else
+            ts_log_info("authz: %s on %s denied: %s", action, resource, d->reason);
+    }
     return ok;
 }
 
@@ -689,7 +740,7 @@ bool v1_allowed(struct ts_http_req *req, const struct v1_caller *c, enum v1_act 
     struct az_req *r = az(req);
     struct ts_authz_decision d;
     return grants_decide(req, c, &r->grants, r->identity, NULL, a->resource, a->action, NULL, NULL,
-                         NULL, &d);
+                         NULL, false, &d);
 }
 
 bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_act act)
@@ -734,7 +785,7 @@ bool v1_doc_allowed(struct ts_http_req *req, const struct v1_caller *c, const ch
     snprintf(res, sizeof(res), "collections/%s", collection);
     struct ts_authz_decision d;
     if (grants_decide(req, c, &r->grants, r->identity, NULL, res, doc_action_names[action],
-                      resource, old_doc, new_doc, &d))
+                      resource, old_doc, new_doc, !answer, &d))
         return true;
     if (answer)
         v1_deny(req, c);
@@ -1120,6 +1171,11 @@ static json_t *check_one(struct ts_http_req *req, const struct subject *sub, con
     const json_t *old_doc = json_object_get(ctx, "old");
     const json_t *new_doc = json_object_get(ctx, "new");
     const json_t *claims = json_object_get(ctx, "claims");
+    if (claims && sub->caller && sub->builtin == V1_ROLE_NONE) {
+        /* a caller's claims are its verified token's; only services may supply others */
+        *msg = "context.claims needs a built-in key role (server-readonly, server, admin)";
+        return NULL;
+    }
     struct ts_authz_decision d = {0};
     bool coll = strncmp(resource, "collections/", 12) == 0;
     bool builtin = builtin_allows(sub->builtin, resource, action);
@@ -1151,8 +1207,12 @@ static json_t *check_one(struct ts_http_req *req, const struct subject *sub, con
     }
     bool ok =
         grants_decide(req, sub->caller, sub->grants, sub->identity, claims ? claims : sub->claims,
-                      resource, action, res, old_doc, new_doc, &d);
+                      resource, action, res, old_doc, new_doc, false, &d);
     json_decref(fetched);
+    if (!ok && sub->builtin == V1_ROLE_NONE && sub->caller)
+        /* why a predicate failed (a missing value, a type) could tell an identity about
+         * documents it may not read: only services get the reason */
+        snprintf(d.reason, sizeof(d.reason), "no role allows %.16s on %.120s", action, resource);
     return json_pack("{s:b, s:o}", "allowed", ok, "explain", explain_json(&d));
 }
 
@@ -1329,27 +1389,34 @@ void v1_me_rights(struct ts_http_req *req)
     struct rights r = {json_array(), json_object(), json_object(), &c, &az_r->grants};
     for (size_t i = 0; i < V1_ACT_COUNT; i++) {
         const struct v1_action *a = &v1_actions[i];
-        enum ts_authz_value v = ts_grants_static(&az_r->grants, a->resource, a->action);
+        enum ts_authz_value v = ts_grants_static_ex(&az_r->grants, a->resource, a->action,
+                                                    action_flags(a->resource, a->action));
         if (a->access == V1_PUBLIC || (a->access == V1_ALWAYS && c.kind != V1_ANONYMOUS) ||
             (a->builtin != V1_ROLE_NONE && c.role >= a->builtin) || c.kind == V1_JWT_ADMIN)
             v = TS_AUTHZ_ALLOWED;
         right_add(&r, a->resource, a->action, v);
     }
-    /* the controllers services defined in roles, and every collection anyone names */
-    size_t nroles;
+    /* the controllers and collections the caller's own roles name; the store's collections
+     * only for a caller that may list them (the names are not everyone's business) */
+    bool every_role = c.kind == V1_JWT_ADMIN || c.role == V1_ROLE_ADMIN;
+    size_t nroles = 0;
     const struct ts_role *const *roles = ts_policy_roles(az_r->snap->ps, &nroles);
-    for (size_t i = 0; i < nroles; i++) {
-        ts_role_api_actions(roles[i], note_api_action, &r);
-        ts_role_collections(roles[i], note_collection, &r);
+    for (size_t i = 0; i < (every_role ? nroles : az_r->grants.n); i++) {
+        const struct ts_role *role = every_role ? roles[i] : az_r->grants.items[i].role;
+        ts_role_api_actions(role, note_api_action, &r);
+        ts_role_collections(role, note_collection, &r);
     }
     struct ts_collection_info *colls = NULL;
     size_t ncolls = 0;
-    enum ts_rc rc = ts_store_collection_list(api->store, NULL, 1000, &colls, &ncolls);
-    if (rc) {
+    enum ts_rc rc = TS_OK;
+    if (v1_allowed(req, &c, V1_ACT_COLLECTION_LIST))
+        rc = ts_store_collection_list(api->store, NULL, 1000, &colls, &ncolls);
+    if (rc || ts_http_status(req) != 0) {
         json_decref(r.list);
         json_decref(r.seen);
         json_decref(r.collections);
-        v1_fail(req, rc, "collection list");
+        if (ts_http_status(req) == 0)
+            v1_fail(req, rc, "collection list");
         return;
     }
     for (size_t i = 0; i < ncolls; i++)
@@ -1445,10 +1512,14 @@ enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *path, char **err
                 char probe[512];
                 size_t o = 0;
                 for (const char *p = resource; *p && o + 2 < sizeof(probe); p++) {
+                    if (*p == '}')
+                        ok = false;
                     if (*p == '{') {
                         const char *e = strchr(p, '}');
-                        if (!e)
+                        if (!e || e == p + 1 || e - p > 60) {
+                            ok = false;
                             break;
+                        }
                         probe[o++] = 'x';
                         p = e;
                     } else {
@@ -1460,7 +1531,7 @@ enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *path, char **err
                     strncmp(probe, "collections/", 12) == 0 ? strchr(probe + 12, '/') : NULL;
                 if (slash)
                     *slash = '\0';
-                ok = ts_policy_resource_ok(probe) && action && strlen(action) <= 64;
+                ok = ok && ts_policy_resource_ok(probe) && action && strlen(action) <= 64;
             }
         }
         if (!ok) {
@@ -1512,6 +1583,8 @@ static char *fill_resource(struct ts_http_req *req, const char *tmpl, const json
     for (const char *p = tmpl; *p; p++) {
         if (*p == '{') {
             const char *e = strchr(p, '}');
+            if (!e)
+                return NULL; /* refused at load; never trusted here */
             char name[64];
             snprintf(name, sizeof(name), "%.*s", (int)(e - p - 1), p + 1);
             const char *v = json_string_value(json_object_get(caps, name));
@@ -1526,6 +1599,52 @@ static char *fill_resource(struct ts_http_req *req, const char *tmpl, const json
     }
     out[o] = '\0';
     return ts_arena_strdup(ts_http_arena(req), out);
+}
+
+static int hexdigit(int c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*
+ * The original path as upstreams will see it, or false when it is ambiguous. Rules match the
+ * decoded path, so that /%61dmin is /admin; anything that servers behind the proxy may read
+ * differently is refused rather than guessed: an encoded '/', '\', '.', NUL or control
+ * character, a '\' or ';', a "." or ".." segment, an empty segment inside the path ("//").
+ * Matching stays case-sensitive. Decodes in place.
+ */
+static bool canonical_path(char *path)
+{
+    char *o = path;
+    for (const char *p = path; *p; p++) {
+        int c = (unsigned char)*p;
+        if (c == '%') {
+            int hi = hexdigit((unsigned char)p[1]),
+                lo = hi < 0 ? -1 : hexdigit((unsigned char)p[2]);
+            if (lo < 0)
+                return false;
+            c = hi * 16 + lo;
+            if (c == '/' || c == '\\' || c == '.' || c < 0x20 || c == 0x7f)
+                return false;
+            p += 2;
+        } else if (c < 0x20 || c == 0x7f || c == '\\' || c == ';') {
+            return false;
+        }
+        *o++ = (char)c;
+    }
+    *o = '\0';
+    for (const char *seg = path + 1; *seg;) {
+        size_t n = strcspn(seg, "/");
+        bool last = seg[n] == '\0';
+        if ((n == 0 && !last) || (n == 1 && seg[0] == '.') ||
+            (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return false;
+        seg += n + (last ? 0 : 1);
+    }
+    return true;
 }
 
 static void gateway_answer(struct ts_http_req *req, int status)
@@ -1548,6 +1667,10 @@ void v1_authz_gateway(struct ts_http_req *req)
     struct ts_arena *a = ts_http_arena(req);
     char *path = ts_arena_strdup(a, uri);
     path[strcspn(path, "?#")] = '\0';
+    if (!canonical_path(path)) {
+        gateway_answer(req, 403);
+        return;
+    }
     char *m = ts_arena_strdup(a, method);
     for (char *p = m; *p; p++)
         *p = (char)toupper((unsigned char)*p);
@@ -1610,7 +1733,7 @@ void v1_authz_gateway(struct ts_http_req *req)
         }
         struct ts_authz_decision d;
         ok = grants_decide(req, &c, &r->grants, r->identity, NULL, resource, rule->action, doc,
-                           NULL, NULL, &d);
+                           NULL, NULL, false, &d);
         role = d.role;
     }
     if (!ok) {

@@ -420,11 +420,20 @@ static bool write_decide(struct ts_http_req *req, struct doc_work *w, const stru
                             data_after(w, cur));
         ok = v1_doc_allowed(req, &w->caller, w->collection, V1_DOC_WRITE, old_doc, old_doc, new_doc,
                             true);
+        /* an expiry set by a write deletes the document later: that needs delete too */
+        if (ok && w->ttl_given && w->expires_at)
+            ok = v1_doc_allowed(req, &w->caller, w->collection, V1_DOC_DELETE, old_doc, old_doc,
+                                NULL, true);
     }
+    /* Writes that would raise an identity need profile:assign: a change of data.profiles, or
+     * of anything that makes a membership predicate grant a role it did not grant before. */
     const json_t *before = json_object_get(json_object_get(old_doc, "data"), "profiles");
     const json_t *after = json_object_get(json_object_get(new_doc, "data"), "profiles");
     bool same = (!before && !after) || (before && after && json_equal(before, after));
-    if (ok && !same && !v1_allowed(req, &w->caller, V1_ACT_PROFILE_ASSIGN)) {
+    bool raises = false;
+    if (ok && same && !v1_membership_raises(req, w->collection, old_doc, new_doc, &raises))
+        ok = false; /* answered */
+    if (ok && (!same || raises) && !v1_allowed(req, &w->caller, V1_ACT_PROFILE_ASSIGN)) {
         if (ts_http_status(req) == 0)
             v1_deny(req, &w->caller);
         ok = false;

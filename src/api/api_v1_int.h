@@ -42,7 +42,10 @@ enum v1_kind {
  * the least built-in key role that may take each without a defined role. Public actions
  * verify their own credentials (login) and need no right; `always` ones are open to every
  * caller that presented a valid credential (ending one's own session, asking what one may
- * do), and to anonymous callers as their roles say.
+ * do), and to anonymous callers as their roles say. `protected` ones administer authorization
+ * itself (minting keys and tokens for anyone, editing roles, profiles and providers, assigning
+ * profiles): each is as good as admin, so a role grants them only by naming the controller,
+ * never through the wildcard api/(star).
  */
 #define V1_ACTION_TABLE(X)                                                                         \
     X(AUTH_LOGIN, "auth", "login", V1_ROLE_NONE, V1_PUBLIC)                                        \
@@ -65,34 +68,34 @@ enum v1_kind {
     X(INDEX_DELETE, "index", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                                 \
     X(TOKEN_LIST, "token", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                               \
     X(TOKEN_GET, "token", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                                 \
-    X(TOKEN_CREATE, "token", "create", V1_ROLE_SERVER, V1_GOVERNED)                                \
+    X(TOKEN_CREATE, "token", "create", V1_ROLE_SERVER, V1_PROTECTED)                               \
     X(TOKEN_DELETE, "token", "delete", V1_ROLE_SERVER, V1_GOVERNED)                                \
     X(KEY_LIST, "key", "list", V1_ROLE_ADMIN, V1_GOVERNED)                                         \
     X(KEY_GET, "key", "get", V1_ROLE_ADMIN, V1_GOVERNED)                                           \
-    X(KEY_CREATE, "key", "create", V1_ROLE_ADMIN, V1_GOVERNED)                                     \
-    X(KEY_DELETE, "key", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                                     \
+    X(KEY_CREATE, "key", "create", V1_ROLE_ADMIN, V1_PROTECTED)                                    \
+    X(KEY_DELETE, "key", "delete", V1_ROLE_ADMIN, V1_PROTECTED)                                    \
     X(CREDENTIAL_LIST, "credential", "list", V1_ROLE_ADMIN, V1_GOVERNED)                           \
     X(CREDENTIAL_DELETE, "credential", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                       \
     X(SESSION_LIST, "session", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                           \
     X(SESSION_DELETE, "session", "delete", V1_ROLE_SERVER, V1_GOVERNED)                            \
     X(PROVIDER_LIST, "access_provider", "list", V1_ROLE_ADMIN, V1_GOVERNED)                        \
     X(PROVIDER_GET, "access_provider", "get", V1_ROLE_ADMIN, V1_GOVERNED)                          \
-    X(PROVIDER_CREATE, "access_provider", "create", V1_ROLE_ADMIN, V1_GOVERNED)                    \
-    X(PROVIDER_UPDATE, "access_provider", "update", V1_ROLE_ADMIN, V1_GOVERNED)                    \
-    X(PROVIDER_DELETE, "access_provider", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                    \
+    X(PROVIDER_CREATE, "access_provider", "create", V1_ROLE_ADMIN, V1_PROTECTED)                   \
+    X(PROVIDER_UPDATE, "access_provider", "update", V1_ROLE_ADMIN, V1_PROTECTED)                   \
+    X(PROVIDER_DELETE, "access_provider", "delete", V1_ROLE_ADMIN, V1_PROTECTED)                   \
     X(ROLE_LIST, "role", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                                 \
     X(ROLE_GET, "role", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                                   \
-    X(ROLE_CREATE, "role", "create", V1_ROLE_ADMIN, V1_GOVERNED)                                   \
-    X(ROLE_UPDATE, "role", "update", V1_ROLE_ADMIN, V1_GOVERNED)                                   \
-    X(ROLE_DELETE, "role", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                                   \
+    X(ROLE_CREATE, "role", "create", V1_ROLE_ADMIN, V1_PROTECTED)                                  \
+    X(ROLE_UPDATE, "role", "update", V1_ROLE_ADMIN, V1_PROTECTED)                                  \
+    X(ROLE_DELETE, "role", "delete", V1_ROLE_ADMIN, V1_PROTECTED)                                  \
     X(PROFILE_LIST, "profile", "list", V1_ROLE_SERVER_READ, V1_GOVERNED)                           \
     X(PROFILE_GET, "profile", "get", V1_ROLE_SERVER_READ, V1_GOVERNED)                             \
-    X(PROFILE_CREATE, "profile", "create", V1_ROLE_ADMIN, V1_GOVERNED)                             \
-    X(PROFILE_UPDATE, "profile", "update", V1_ROLE_ADMIN, V1_GOVERNED)                             \
-    X(PROFILE_DELETE, "profile", "delete", V1_ROLE_ADMIN, V1_GOVERNED)                             \
-    X(PROFILE_ASSIGN, "profile", "assign", V1_ROLE_SERVER, V1_GOVERNED)
+    X(PROFILE_CREATE, "profile", "create", V1_ROLE_ADMIN, V1_PROTECTED)                            \
+    X(PROFILE_UPDATE, "profile", "update", V1_ROLE_ADMIN, V1_PROTECTED)                            \
+    X(PROFILE_DELETE, "profile", "delete", V1_ROLE_ADMIN, V1_PROTECTED)                            \
+    X(PROFILE_ASSIGN, "profile", "assign", V1_ROLE_SERVER, V1_PROTECTED)
 
-enum v1_access { V1_GOVERNED, V1_PUBLIC, V1_ALWAYS };
+enum v1_access { V1_GOVERNED, V1_PUBLIC, V1_ALWAYS, V1_PROTECTED };
 
 enum v1_act {
 #define V1_ACT_ENUM(e, c, a, r, p) V1_ACT_##e,
@@ -188,6 +191,10 @@ TS_NODISCARD enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *pat
 
 /* Whether the caller may take act (its built-in role, then its roles); no answer given. */
 bool v1_allowed(struct ts_http_req *req, const struct v1_caller *c, enum v1_act act);
+/* Whether the membership rules of collection grant new_doc (an identity's document after a
+ * write) a role they did not grant old_doc (NULL for a create). False when it answered. */
+bool v1_membership_raises(struct ts_http_req *req, const char *collection, const json_t *old_doc,
+                          const json_t *new_doc, bool *raises);
 /* Whether a role of that name is defined (the defaults are created first when missing).
  * False when it answered (503). */
 bool v1_role_defined(struct ts_http_req *req, const char *name, bool *defined);

@@ -174,12 +174,16 @@ static bool member_of(struct ev *e, const struct node *n, const struct val *x,
 {
     struct val el;
     *res = false;
+    /* absent data is never a member of anything (and never matches an absent element): an
+     * error, like every other operator given a missing operand, so that !(x in ...) denies */
+    if (x->k == K_MISSING && (coll->k == K_LIST || coll->k == K_ARR))
+        return fail(e, n, TS_E_INVALID, "membership of a missing value");
     switch (coll->k) {
     case K_LIST:
         for (uint16_t i = 0; i < coll->u.list->nkids && !*res; i++) {
             if (!eval(e, coll->u.list->kids[i], &el))
                 return false;
-            *res = equal(x, &el, false) == 1;
+            *res = el.k != K_MISSING && equal(x, &el, false) == 1;
         }
         return true;
     case K_ARR:

@@ -13,8 +13,15 @@ const char *const ts_policy_collection_actions[] = {"read",   "create", "write",
                                                     "delete", "list",   NULL};
 
 const char *const ts_policy_default_roles[] = {
+    /* the controllers that administer authorization itself are named: the wildcard resource
+     * never grants their protected actions (api_v1_int.h) */
     "{\"name\":\"admin\",\"privileges\":["
     "{\"resource\":\"api/*\",\"actions\":{\"*\":true}},"
+    "{\"resource\":\"api/key\",\"actions\":{\"*\":true}},"
+    "{\"resource\":\"api/token\",\"actions\":{\"*\":true}},"
+    "{\"resource\":\"api/role\",\"actions\":{\"*\":true}},"
+    "{\"resource\":\"api/profile\",\"actions\":{\"*\":true}},"
+    "{\"resource\":\"api/access_provider\",\"actions\":{\"*\":true}},"
     "{\"resource\":\"collections/*\",\"actions\":{\"*\":true}}],\"membership\":[]}",
     "{\"name\":\"default\",\"privileges\":["
     "{\"resource\":\"api/auth\",\"actions\":{\"login\":true,\"identify\":true,\"logout\":true,"
@@ -791,7 +798,8 @@ void ts_grants_add_membership(struct ts_grants *g, const struct ts_policy_set *p
 
 /* The rule of role r for (kind, name, action), with the shadowing rule; NULL when none. */
 static const struct rule *role_rule(const struct ts_role *r, enum kind kind, const char *name,
-                                    const char *action, const struct privilege **pv_out)
+                                    const char *action, unsigned flags,
+                                    const struct privilege **pv_out)
 {
     const struct privilege *exact = NULL, *wild = NULL;
     for (size_t i = 0; i < r->npriv; i++) {
@@ -803,7 +811,7 @@ static const struct rule *role_rule(const struct ts_role *r, enum kind kind, con
         else if (strcmp(pv->name, name) == 0)
             exact = pv;
     }
-    const struct privilege *pv = exact ? exact : wild;
+    const struct privilege *pv = exact ? exact : (flags & TS_AUTHZ_EXACT_RESOURCE) ? NULL : wild;
     if (!pv)
         return NULL;
     const struct rule *star = NULL;
@@ -838,6 +846,12 @@ static bool action_ok(const char *action)
 enum ts_authz_value ts_grants_static(const struct ts_grants *g, const char *resource,
                                      const char *action)
 {
+    return ts_grants_static_ex(g, resource, action, 0);
+}
+
+enum ts_authz_value ts_grants_static_ex(const struct ts_grants *g, const char *resource,
+                                        const char *action, unsigned flags)
+{
     enum kind kind;
     const char *name;
     if (!split_resource(resource, false, &kind, &name) || !action_ok(action))
@@ -847,7 +861,7 @@ enum ts_authz_value ts_grants_static(const struct ts_grants *g, const char *reso
         const struct privilege *pv;
         if (restricted_out(&g->items[i], kind, name))
             continue;
-        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, &pv);
+        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, flags, &pv);
         if (ru && ru->value == RULE_TRUE)
             return TS_AUTHZ_ALLOWED;
         if (ru && ru->value == RULE_PRED)
@@ -858,6 +872,12 @@ enum ts_authz_value ts_grants_static(const struct ts_grants *g, const char *reso
 
 unsigned ts_grants_uses(const struct ts_grants *g, const char *resource, const char *action)
 {
+    return ts_grants_uses_ex(g, resource, action, 0);
+}
+
+unsigned ts_grants_uses_ex(const struct ts_grants *g, const char *resource, const char *action,
+                           unsigned flags)
+{
     enum kind kind;
     const char *name;
     unsigned uses = 0;
@@ -867,7 +887,7 @@ unsigned ts_grants_uses(const struct ts_grants *g, const char *resource, const c
         const struct privilege *pv;
         if (restricted_out(&g->items[i], kind, name))
             continue;
-        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, &pv);
+        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, flags, &pv);
         if (ru && ru->value == RULE_TRUE)
             return 0; /* decided without any predicate */
         if (ru && ru->value == RULE_PRED)
@@ -892,6 +912,13 @@ bool ts_grants_decide(const struct ts_grants *g, const char *resource, const cha
                       const struct ts_pred_input *in, struct ts_arena *arena,
                       struct ts_authz_decision *d)
 {
+    return ts_grants_decide_ex(g, resource, action, 0, in, arena, d);
+}
+
+bool ts_grants_decide_ex(const struct ts_grants *g, const char *resource, const char *action,
+                         unsigned flags, const struct ts_pred_input *in, struct ts_arena *arena,
+                         struct ts_authz_decision *d)
+{
     memset(d, 0, sizeof(*d));
     enum kind kind;
     const char *name;
@@ -903,7 +930,7 @@ bool ts_grants_decide(const struct ts_grants *g, const char *resource, const cha
         const struct privilege *pv;
         if (restricted_out(&g->items[i], kind, name))
             continue;
-        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, &pv);
+        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, flags, &pv);
         if (ru && ru->value == RULE_TRUE) {
             allow(d, &g->items[i], pv, ru);
             return true;
@@ -914,7 +941,7 @@ bool ts_grants_decide(const struct ts_grants *g, const char *resource, const cha
         const struct privilege *pv;
         if (restricted_out(&g->items[i], kind, name))
             continue;
-        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, &pv);
+        const struct rule *ru = role_rule(g->items[i].role, kind, name, action, flags, &pv);
         if (!ru || ru->value != RULE_PRED)
             continue;
         bool yes = false;

@@ -145,6 +145,21 @@ bool ts_policy_resource_ok(const char *resource);
  * true, CONDITIONAL when the best is a predicate, DENIED otherwise. */
 enum ts_authz_value ts_grants_static(const struct ts_grants *g, const char *resource,
                                      const char *action);
+/*
+ * The same three with flags. TS_AUTHZ_EXACT_RESOURCE: only privileges naming the resource
+ * itself count, not the wildcard resource: for actions that amount to administering
+ * authorization (minting keys, editing roles), which a role must grant by name.
+ */
+#define TS_AUTHZ_EXACT_RESOURCE 1u
+enum ts_authz_value ts_grants_static_ex(const struct ts_grants *g, const char *resource,
+                                        const char *action, unsigned flags);
+unsigned ts_grants_uses_ex(const struct ts_grants *g, const char *resource, const char *action,
+                           unsigned flags);
+struct ts_pred_input;
+bool ts_grants_decide_ex(const struct ts_grants *g, const char *resource, const char *action,
+                         unsigned flags, const struct ts_pred_input *in, struct ts_arena *arena,
+                         struct ts_authz_decision *d);
+
 /* The inputs (TS_PRED_USES_*) the predicates that could decide action on resource read. */
 unsigned ts_grants_uses(const struct ts_grants *g, const char *resource, const char *action);
 /*

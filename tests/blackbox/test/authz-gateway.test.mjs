@@ -355,6 +355,24 @@ gw('built-in key roles keep their rights: server-readonly reads documents, but h
   assertDenied(await via('POST', '/blog/p-bob/publish', { token: readonlyKey.secret }), 403);
 });
 
+gw('ambiguous paths are refused, not guessed: dot segments, encoded separators, ";", "//"; escapes are decoded before matching', async () => {
+  const g = (uri, token) => v1(server, 'GET', '/v1/authz/gateway', { as: token, headers: { 'X-Original-Method': 'GET', 'X-Original-URI': uri } });
+  for (const uri of ['/public/../posts/p-alice', '/public/%2e%2e/posts/p-alice', '/public/..;/posts/p-alice',
+    '/public/./x', '//posts/p-alice', '/public//x', '/public/%2fx', '/public/a%5cb', '/public/%00', '/public/%zz', '/public/a\\b']) {
+    const res = await g(uri);
+    assert.equal(res.status, 403, `${uri}: ${res.status} ${res.text}`);
+  }
+  // decoded before matching: /%70osts/p-alice is /posts/p-alice, and still needs the right
+  assert.equal((await g('/%70osts/p-alice')).status, 401);
+  const ok = await g('/%70osts/p-alice', alice);
+  assert.equal(ok.status, 200, ok.text);
+  assert.equal(ok.headers.get('x-tessera-user'), 'alice');
+  // a trailing slash is ignored: /posts/p-alice/ is /posts/p-alice
+  assert.equal((await g('/public/')).status, 200);
+  assert.equal((await g('/posts/p-alice/', alice)).status, 200);
+  assert.equal((await g('/posts/p-bob/', alice)).status, 403);
+});
+
 gw('the gateway itself: a missing X-Original-* header is a 400 JSON error', async () => {
   const g = (headers) => v1(server, 'GET', '/v1/authz/gateway', { as: alice, headers });
   assertV1Error(await g({ 'X-Original-URI': '/posts/p-alice' }), 400, 'invalid_request');

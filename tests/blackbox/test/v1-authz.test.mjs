@@ -245,6 +245,49 @@ test('an identity cannot give itself profiles: changing data.profiles needs prof
   expect(await v1(server, 'POST', '/v1/login', { body: { collection: people, id: ada.id, password: PW } }), 200);
 });
 
+test('an identity cannot raise itself through a membership predicate, nor delete through ttl', async () => {
+  const staff = await createCollection(admin, uniqueName('crew'));
+  const mod = uniqueName('mod');
+  await role({
+    name: mod,
+    privileges: [{ resource: `collections/${posts}`, actions: { '*': true } }],
+    membership: [{ collection: staff, predicate: '"moderator" in identity.data.badges' }],
+  });
+  const self = uniqueName('selfedit');
+  await role({ name: self, privileges: [{ resource: `collections/${staff}`, actions: { write: 'old.id == identity.id', delete: false } }] });
+  const p = uniqueName('crewp');
+  await profile({ name: p, policies: [{ role: self }] });
+  const id = uniqueName('sam');
+  await createDoc(admin, staff, { id, data: { badges: [], profiles: [p] }, credentials: { password: PW } });
+  const sam = caller(server, (await login(server, { collection: staff, id, password: PW })).secret);
+  // an edit that changes nothing a membership reads: fine
+  expect(await sam.patch(`${docs(staff)}/${id}`, { data: { nick: 'sam' } }), 200);
+  // giving itself the badge the moderator role's membership reads: refused
+  assertForbidden(await sam.patch(`${docs(staff)}/${id}`, { data: { badges: ['moderator'] } }));
+  assert.deepEqual(expect(await admin.get(`${docs(staff)}/${id}`), 200).data.badges, []);
+  // a server may (profile:assign)
+  expect(await keys.server.patch(`${docs(staff)}/${id}`, { data: { badges: ['moderator'] } }), 200);
+  const post = expect(await keys.server.post(docs(posts), { data: { owner: 'x' } }), 201);
+  expect(await sam.get(`${docs(posts)}/${post.id}`), 200);
+  // write without delete: setting a ttl (which deletes later) is refused; removing one is a write
+  assertForbidden(await sam.patch(`${docs(staff)}/${id}`, { ttl: 1 }));
+  expect(await sam.patch(`${docs(staff)}/${id}`, { ttl: null }), 200);
+});
+
+test('the predicate language never lets absent data match: `in` with a missing value denies', async () => {
+  const r = uniqueName('delegates');
+  await role({ name: r, privileges: [{ resource: `collections/${posts}`, actions: { read: 'resource.data.owner in [identity.id, identity.data.delegate_of]', list: true } }] });
+  const p = uniqueName('dp');
+  await profile({ name: p, policies: [{ role: r }] });
+  const eve = await person([p]);
+  const ownerless = expect(await keys.server.post(docs(posts), { data: { title: 'no owner' } }), 201);
+  assertForbidden(await eve.as.get(`${docs(posts)}/${ownerless.id}`));
+  const mine = expect(await keys.server.post(docs(posts), { data: { owner: eve.id } }), 201);
+  expect(await eve.as.get(`${docs(posts)}/${mine.id}`), 200);
+  // an identity may not replace its verified claims in a check
+  assertV1Error(await eve.as.post('/v1/authz/check', { action: 'read', resource: `collections/${posts}`, context: { claims: { aal: 'aal2' } } }), 400, 'invalid_request');
+});
+
 test('Kuzzle role format: controllers converted to api/<controller>; an explicit entry shadows "*" inside one role', async () => {
   const r = uniqueName('kz');
   const created = await role({
@@ -265,10 +308,38 @@ test('Kuzzle role format: controllers converted to api/<controller>; an explicit
     expect(await ada.as.post('/v1/authz/check', { resource, action }), 200).allowed;
   assert.equal(await check('api/token', 'list'), true);
   assert.equal(await check('api/token', 'create'), false, 'token:create is shadowed by the explicit token entry');
-  assert.equal(await check('api/key', 'create'), true, '"*" still applies to other controllers');
+  assert.equal(await check('api/collection', 'list'), true, '"*" still applies to other controllers');
+  // ...but never to the actions that administer authorization: they must be named
+  assert.equal(await check('api/key', 'create'), false, 'key:create is protected from api/*');
+  assert.equal(await check('api/role', 'update'), false, 'role:update is protected from api/*');
+  assertForbidden(await ada.as.post('/v1/keys', { role: 'admin' }));
   // enforced on the real endpoints too
   expect(await ada.as.get('/v1/tokens'), 200);
   assertForbidden(await ada.as.post('/v1/tokens', { identity: { collection: people, id: ada.id } }));
+});
+
+test('protected actions: a role grants key:create, token:create, role and profile writes only by naming the controller', async () => {
+  const r = uniqueName('keymaker');
+  await role({ name: r, privileges: [{ resource: 'api/key', actions: { create: true, list: true } }] });
+  const p = uniqueName('kmp');
+  await profile({ name: p, policies: [{ role: r }] });
+  const ada = await person([p]);
+  // named: allowed (and as good as admin: such roles are for administrators only)
+  expect(await ada.as.post('/v1/keys', { role: 'server-readonly' }), 201);
+  // the wildcard never reaches them
+  const w = uniqueName('wild');
+  await role({ name: w, privileges: [{ resource: 'api/*', actions: { '*': true } }] });
+  const wp = uniqueName('wp');
+  await profile({ name: wp, policies: [{ role: w }] });
+  const bob = await person([wp]);
+  assertForbidden(await bob.as.post('/v1/keys', { role: 'admin' }));
+  assertForbidden(await bob.as.post('/v1/tokens', { identity: { collection: people, id: ada.id } }));
+  assertForbidden(await bob.as.put(`/v1/roles/${w}`, { privileges: [] }));
+  assertForbidden(await bob.as.post('/v1/profiles', { name: uniqueName('x'), policies: [{ role: 'admin' }] }));
+  expect(await bob.as.get('/v1/keys'), 200); // not protected: listing keys shows no secret
+  const rights = expect(await bob.as.get('/v1/me/rights'), 200).rights;
+  assert.equal(rights.find((x) => x.resource === 'api/key' && x.action === 'create').value, 'denied');
+  assert.equal(rights.find((x) => x.resource === 'api/key' && x.action === 'list').value, 'allowed');
 });
 
 test('membership: a role granted to identities of a collection whose document satisfies a predicate', async () => {
@@ -357,7 +428,9 @@ test('/v1/me/rights: every controller/action and collection/action with allowed,
   assert.equal(value('api/key', 'create'), 'denied');
   assert.equal(value(`collections/${posts}`, 'read'), 'conditional');
   assert.equal(value(`collections/${posts}`, 'list'), 'allowed');
-  assert.equal(value(`collections/${people}`, 'read'), 'denied');
+  // collections the caller's roles do not name are not listed to a caller that may not list
+  // collections: their names are not everyone's business
+  assert.equal(value(`collections/${people}`, 'read'), undefined);
   // an identity with the default profile
   const bob = await person(null);
   const b = expect(await bob.as.get('/v1/me/rights'), 200).rights;
@@ -369,6 +442,10 @@ test('/v1/me/rights: every controller/action and collection/action with allowed,
   const anon = expect(await v1(server, 'GET', '/v1/me/rights'), 200).rights;
   assert.equal(anon.find((x) => x.resource === 'api/auth' && x.action === 'login').value, 'allowed');
   assert.equal(anon.find((x) => x.resource === 'api/token' && x.action === 'list').value, 'denied');
+  assert.ok(!anon.some((x) => x.resource === `collections/${posts}`), 'anonymous callers see no collection names');
+  // a server-readonly key may list collections: it sees them all
+  const ro = expect(await keys.readonly.get('/v1/me/rights'), 200).rights;
+  assert.equal(ro.find((x) => x.resource === `collections/${people}` && x.action === 'read').value, 'allowed');
 });
 
 test('keys of a defined role: the role\'s privileges, no profile', async () => {

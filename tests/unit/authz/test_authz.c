@@ -263,6 +263,14 @@ static void test_null_and_missing(void **state)
     F("identity.nothing == resource.data.missing");
     T("identity.nothing == identity.nothing");
     T("identity.nothing != resource.data.missing");
+    /* nor in `in` and contains(): a missing value is never a member, a missing element never
+     * matches (identity.nothing is a stored null) */
+    DENY("resource.data.missing in [identity.missing]");
+    DENY("resource.data.missing in [\"x\", null]");
+    DENY("!(resource.data.missing in [\"banned\"])");
+    DENY("contains([identity.missing], resource.data.missing)");
+    F("identity.nothing in [identity.missing]");
+    T("identity.nothing in [null]");
     F("identity.id == null");
     /* Everything else given null or missing is an error (deny). */
     DENY("resource.data.missing < 3");

@@ -827,7 +827,7 @@ static void test_default_profiles(void **state)
     assert_true(decide(&admin, "collections/x", "read", NULL, &d));
     explain(&d, "admin", "collections/*", "*", "true", "admin");
     assert_true(decide(&admin, "api/token", "create", NULL, &d));
-    explain(&d, "admin", "api/*", "*", "true", "admin");
+    explain(&d, "admin", "api/token", "*", "true", "admin");
     ALLOWED(&admin, "collections/x", "delete");
     ALLOWED(&admin, "collections/users", "write");
     ALLOWED(&admin, "api/plugin/name", "anything.at:all");
@@ -860,6 +860,19 @@ static void test_shadowing(void **state)
     assert_string_equal(d.via, "key");
     assert_true(decide(&g, "api/key", "create", NULL, &d));
     explain(&d, "k", "api/*", "*", "true", "key");
+    /* with TS_AUTHZ_EXACT_RESOURCE the wildcard resource grants nothing: key:create must be
+     * named; api/token is named, so token:list still is allowed */
+    struct ts_arena ea;
+    ts_arena_init(&ea, 1024);
+    struct ts_pred_input none = {0};
+    assert_false(
+        ts_grants_decide_ex(&g, "api/key", "create", TS_AUTHZ_EXACT_RESOURCE, &none, &ea, &d));
+    assert_int_equal(ts_grants_static_ex(&g, "api/key", "create", TS_AUTHZ_EXACT_RESOURCE),
+                     TS_AUTHZ_DENIED);
+    assert_true(
+        ts_grants_decide_ex(&g, "api/token", "list", TS_AUTHZ_EXACT_RESOURCE, &none, &ea, &d));
+    assert_int_equal(ts_grants_uses_ex(&g, "api/key", "create", TS_AUTHZ_EXACT_RESOURCE), 0u);
+    ts_arena_free(&ea);
 
     struct ts_grants g2 = {0};
     ts_grants_add_role(&g2, ps, "doc", "key", NULL);
