@@ -828,6 +828,8 @@ static void objects_list(struct ts_http_req *req, enum ts_authz_kind kind, enum 
     enum ts_rc rc = ts_store_authz_list(api->store, kind, &list, &n);
     if (!rc && n == 0) {
         /* a fresh database: the defaults appear with the first use of the set */
+        ts_authz_objects_free(list, n);
+        list = NULL;
         if (snapshot(req, &rc))
             rc = ts_store_authz_list(api->store, kind, &list, &n);
     }
