@@ -1529,8 +1529,9 @@ enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *path, char **err
                     }
                 }
                 probe[o] = '\0';
-                char *slash =
-                    strncmp(probe, "collections/", 12) == 0 ? strchr(probe + 12, '/') : NULL;
+                char *slash = o > 12 && memcmp(probe, "collections/", 12) == 0
+                                  ? strchr(probe + 12, '/')
+                                  : NULL;
                 if (slash)
                     *slash = '\0';
                 ok = ok && ts_policy_resource_ok(probe) && action && strlen(action) <= 64;
