@@ -1572,7 +1572,8 @@ enum ts_rc v1_authz_load_routes(struct v1_authz *z, const char *path, char **err
                     }
                 }
                 probe[o] = '\0';
-                char *slash = o > 12 && memcmp(probe, "collections/", 12) == 0
+                /* probe keeps resource's prefix: placeholders come after it */
+                char *slash = strncmp(resource, "collections/", 12) == 0 && o > 12
                                   ? strchr(probe + 12, '/')
                                   : NULL;
                 if (slash)
