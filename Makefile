@@ -5,9 +5,12 @@ BUILD      ?= build
 ASAN_BUILD ?= build-asan
 JOBS       ?= $(shell nproc)
 CC_ASAN    ?= clang-14
+FUZZ_BUILD ?= build-fuzz
+CC_FUZZ    ?= clang-14
+FUZZ_SECONDS ?= 60
 
-.PHONY: all build asan deps run test test-unit test-blackbox test-asan bench format format-check \
-        check-includes clean
+.PHONY: all build asan deps run test test-unit test-blackbox test-asan bench fuzz format \
+        format-check check-includes clean
 
 all: build
 
@@ -37,6 +40,17 @@ test: deps
 bench: deps build
 	@bash bench/run.sh
 
+# libFuzzer (clang, ASan+UBSan): every tests/fuzz/fuzz_<x>.c for FUZZ_SECONDS seconds on its
+# committed corpus and dictionary; new inputs and crashes go to a temporary directory
+# (scripts/fuzz.sh: FUZZ_TARGETS, FUZZ_OUT, FUZZ_ARGS). Fails when anything is found.
+$(FUZZ_BUILD)/build.ninja:
+	CC=$(CC_FUZZ) cmake -S . -B $(FUZZ_BUILD) -G Ninja -DTS_FUZZ=ON -DTS_TESTS=OFF
+
+fuzz: $(FUZZ_BUILD)/build.ninja
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target \
+		$(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -47,4 +61,4 @@ check-includes:
 	@bash scripts/check-includes.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

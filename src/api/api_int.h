@@ -116,6 +116,11 @@ void api_fail(struct ts_http_req *req, enum ts_rc rc, const char *what);
 /* The JSON object body (form bodies are converted), owned by the request arena; on failure
  * it answers 400 bad_json and returns NULL. */
 json_t *api_body(struct ts_http_req *req);
+/* Decodes an application/x-www-form-urlencoded body into a new JSON object of strings (a key
+ * without '=' gets ""; the last of repeated keys wins); NULL when a %-escape is malformed, one
+ * decodes to NUL or a key or value is not UTF-8. Scratch space comes from a. Exposed for
+ * tests/fuzz/fuzz_form.c. */
+json_t *api_parse_form(struct ts_arena *a, const char *body, size_t len);
 /* A string member of obj, or NULL when absent or null; *bad set when present but no string. */
 const char *api_str(const json_t *obj, const char *key, bool *bad);
 /* Copies s into the arena and registers its wiping at the end of the request. */

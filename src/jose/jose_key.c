@@ -219,17 +219,33 @@ static bool pkey_fits(const EVP_PKEY *pkey, const struct ts_jose_alg_info *info)
 }
 
 /*
+ * An RSA public exponent must be odd and above 1. With e = 1 every signature is its own
+ * message (s^1 mod n = s), so anyone can "sign" for the key: OpenSSL verifies such a token
+ * (seen while seeding tests/fuzz/fuzz_jwk.c). An even e is no RSA key at all.
+ */
+static bool rsa_exponent_ok(const EVP_PKEY *pkey)
+{
+    BIGNUM *e = NULL;
+    bool ok = EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_RSA_E, &e) == 1 && BN_is_odd(e) &&
+              !BN_is_one(e);
+    BN_free(e);
+    return ok;
+}
+
+/*
  * Runs OpenSSL's consistency checks on a key that came from outside. A private key must
  * match its public half (a JWK can carry a "d" that does not belong to its "x"); an EC
  * public point must lie on the curve, which stops invalid-curve attacks. RSA public keys
  * skip OpenSSL's SP 800-56B public check: it costs milliseconds (over 100 ms at 8192 bits)
- * and protects nothing here, since a malformed modulus can only fail its own signatures.
+ * and a malformed modulus can only fail its own signatures; the exponent is checked here.
  */
 static bool pkey_valid(EVP_PKEY *pkey, bool has_private)
 {
     EVP_PKEY_CTX *ctx;
     int ok;
 
+    if (EVP_PKEY_is_a(pkey, "RSA") && !rsa_exponent_ok(pkey))
+        return false;
     if (!has_private && EVP_PKEY_is_a(pkey, "RSA"))
         return true;
     ctx = EVP_PKEY_CTX_new_from_pkey(NULL, pkey, NULL);

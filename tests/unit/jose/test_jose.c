@@ -1705,6 +1705,21 @@ static void test_jwk_bad_members(void **state)
     /* RSA: missing e, empty e, multi-prime, incomplete private key, private member alone. */
     assert_int_equal(jwk_with(rsa, "e", NULL, TS_JOSE_ALG_RS256, &key), TS_E_INVALID);
     assert_int_equal(jwk_with(rsa, "e", json_string(""), TS_JOSE_ALG_RS256, &key), TS_E_INVALID);
+    /* e = 1 (anyone could sign: s^1 mod n = s), e = 0 and an even e. */
+    json_t *pub_e = json_deep_copy(rsa);
+    const char *const private_members[] = {"d", "p", "q", "dp", "dq", "qi"};
+    for (size_t i = 0; i < TS_ARRAY_LEN(private_members); i++)
+        json_object_del(pub_e, private_members[i]);
+    assert_int_equal(jwk_with(pub_e, "e", json_string("AQ"), TS_JOSE_ALG_RS256, &key),
+                     TS_E_INVALID);
+    assert_int_equal(jwk_with(pub_e, "e", json_string("AA"), TS_JOSE_ALG_RS256, &key),
+                     TS_E_INVALID);
+    assert_int_equal(jwk_with(pub_e, "e", json_string("AQAA"), TS_JOSE_ALG_RS256, &key),
+                     TS_E_INVALID);
+    assert_int_equal(jwk_with(pub_e, "e", json_string("Aw"), TS_JOSE_ALG_RS256, &key), TS_OK);
+    ts_jose_key_free(key);
+    key = NULL;
+    json_decref(pub_e);
     assert_int_equal(jwk_with(rsa, "oth", json_array(), TS_JOSE_ALG_RS256, &key), TS_E_INVALID);
     assert_int_equal(jwk_with(rsa, "qi", NULL, TS_JOSE_ALG_RS256, &key), TS_E_INVALID);
     json_t *pub_rsa = json_pack("{s:s,s:O,s:O,s:O}", "kty", "RSA", "n", json_object_get(rsa, "n"),
