@@ -29,11 +29,23 @@ $(ASAN_BUILD)/build.ninja:
 asan: $(ASAN_BUILD)/build.ninja
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 
+# ThreadSanitizer (clang): scripts/test.sh runs the threaded unit and black-box tests on it.
+TSAN_BUILD ?= build-tsan
+CC_TSAN    ?= $(CC_ASAN)
+.PHONY: tsan
+
+$(TSAN_BUILD)/build.ninja:
+	CC=$(CC_TSAN) cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DTS_TSAN=ON
+
+tsan: $(TSAN_BUILD)/build.ninja
+	cmake --build $(TSAN_BUILD) -j $(JOBS)
+
 # Installs what is missing, builds, and serves on ./tessera.db (TESSERA_* variables apply).
 run: deps build
 	./$(BUILD)/tessera serve
 
-# Installs, builds twice (gcc -O2, clang ASan+UBSan) and runs every test against both.
+# Installs, builds twice (gcc -O2, clang ASan+UBSan) and runs every test against both, then the
+# threaded tests against a third build (clang TSan).
 test: deps
 	@bash scripts/test.sh
 
@@ -61,4 +73,4 @@ check-includes:
 	@bash scripts/check-includes.sh
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(TSAN_BUILD)
