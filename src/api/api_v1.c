@@ -524,6 +524,33 @@ json_t *v1_doc_json(const struct ts_doc *d)
     return j;
 }
 
+json_t *v1_doc_read(struct ts_api *api, const char *collection, const char *id, int64_t now,
+                    int64_t *expires_at, enum ts_rc *rc)
+{
+    json_t *out = NULL;
+    if (expires_at)
+        *expires_at = 0;
+    if (strcmp(collection, "users") == 0) {
+        struct ts_user *u = NULL;
+        *rc = ts_uuid_valid(id) ? ts_store_user_get(api->store, id, &u) : TS_E_NOT_FOUND;
+        if (!*rc && u->deleted_at)
+            *rc = TS_E_NOT_FOUND;
+        if (!*rc)
+            out = v1_user_doc_json(u);
+        ts_user_free(u);
+        return out;
+    }
+    struct ts_doc *d = NULL;
+    *rc = ts_store_doc_get(api->store, collection, id, now, &d);
+    if (!*rc) {
+        out = v1_doc_json(d);
+        if (expires_at)
+            *expires_at = d->expires_at;
+    }
+    ts_doc_free(d);
+    return out;
+}
+
 json_t *v1_user_doc_json(const struct ts_user *u)
 {
     json_t *data = json_pack(

@@ -359,22 +359,7 @@ static enum ts_rc fetch_doc(void *cls, enum ts_pred_fetch kind, const char *coll
     pthread_mutex_unlock(&slot->mu);
     enum ts_rc rc;
     int64_t expires_at = 0;
-    if (strcmp(collection, "users") == 0) {
-        struct ts_user *u = NULL;
-        rc = ts_uuid_valid(id_or_index) ? ts_store_user_get(api->store, id_or_index, &u)
-                                        : TS_E_NOT_FOUND;
-        if (!rc && !u->deleted_at)
-            *out = v1_user_doc_json(u);
-        ts_user_free(u);
-    } else {
-        struct ts_doc *d = NULL;
-        rc = ts_store_doc_get(api->store, collection, id_or_index, now, &d);
-        if (!rc) {
-            *out = v1_doc_json(d);
-            expires_at = d->expires_at;
-        }
-        ts_doc_free(d);
-    }
+    *out = v1_doc_read(api, collection, id_or_index, now, &expires_at, &rc);
     if (rc && rc != TS_E_NOT_FOUND)
         return rc;
     pthread_mutex_lock(&slot->mu);

@@ -167,25 +167,9 @@ static void respond_user_doc(struct ts_http_req *req, const char *id)
 /* A document (or a user) as JSON; answers 404/503 and returns NULL when there is none. */
 static json_t *read_doc_json(struct ts_http_req *req, const char *coll, const char *id)
 {
-    struct ts_api *api = ts_http_app(req);
-    json_t *out = NULL;
     enum ts_rc rc;
-    if (is_users(coll)) {
-        struct ts_user *u = NULL;
-        rc = ts_uuid_valid(id) ? ts_store_user_get(api->store, id, &u) : TS_E_NOT_FOUND;
-        if (!rc && u->deleted_at)
-            rc = TS_E_NOT_FOUND;
-        if (!rc)
-            out = v1_user_doc_json(u);
-        ts_user_free(u);
-    } else {
-        struct ts_doc *d = NULL;
-        rc = ts_store_doc_get(api->store, coll, id, ts_now_us(), &d);
-        if (!rc)
-            out = v1_doc_json(d);
-        ts_doc_free(d);
-    }
-    if (rc)
+    json_t *out = v1_doc_read(ts_http_app(req), coll, id, ts_now_us(), NULL, &rc);
+    if (!out)
         v1_fail(req, rc, "document get");
     return out;
 }

@@ -239,6 +239,11 @@ json_t *v1_time(int64_t t);
 /* ---- objects ---- */
 
 json_t *v1_doc_json(const struct ts_doc *d);
+/* A live document, or a user (not deleted) of the users collection, as JSON (new reference),
+ * read at now; *expires_at (may be NULL) gets the document's expiry, 0 for none. NULL with
+ * *rc: TS_E_NOT_FOUND when there is none, another code when the store failed. */
+json_t *v1_doc_read(struct ts_api *api, const char *collection, const char *id, int64_t now,
+                    int64_t *expires_at, enum ts_rc *rc);
 /* A user as a document of the users collection. */
 json_t *v1_user_doc_json(const struct ts_user *u);
 json_t *v1_identity_json(const char *collection, const char *id);

@@ -332,14 +332,14 @@ static bool convert_controllers(const json_t *controllers, json_t *privs, char *
     return true;
 }
 
-enum ts_rc ts_role_validate(const char *name, const json_t *in, const struct ts_pred_limits *lim,
-                            json_t **canon, char *err, size_t errcap)
+/* The checks a role and a profile body share: an object of known members whose name, when
+ * given, is the one of the path; *name becomes the name to use. what: "role", "profile". */
+static bool object_head(const json_t *in, const char *const *members, const char *what,
+                        const char **name, char *err, size_t cap)
 {
-    static const char *const members[] = {"name", "privileges", "controllers", "membership",
-                                          "data", "tags",       NULL};
     if (!json_is_object(in)) {
-        say(err, errcap, "a role is a JSON object");
-        return TS_E_INVALID;
+        say(err, cap, "a %s is a JSON object", what);
+        return false;
     }
     const char *key;
     json_t *v;
@@ -349,17 +349,27 @@ enum ts_rc ts_role_validate(const char *name, const json_t *in, const struct ts_
         for (const char *const *m = members; *m; m++)
             known = known || strcmp(*m, key) == 0;
         if (!known) {
-            say(err, errcap, "unknown member '%.64s'", key);
-            return TS_E_INVALID;
+            say(err, cap, "unknown member '%.64s'", key);
+            return false;
         }
     }
     const char *given = json_string_value(json_object_get(in, "name"));
-    if (json_object_get(in, "name") && (!given || (name && strcmp(given, name) != 0))) {
-        say(err, errcap, "name does not match the role's name");
-        return TS_E_INVALID;
+    if (json_object_get(in, "name") && (!given || (*name && strcmp(given, *name) != 0))) {
+        say(err, cap, "name does not match the %s's name", what);
+        return false;
     }
-    if (!name)
-        name = given;
+    if (!*name)
+        *name = given;
+    return true;
+}
+
+enum ts_rc ts_role_validate(const char *name, const json_t *in, const struct ts_pred_limits *lim,
+                            json_t **canon, char *err, size_t errcap)
+{
+    static const char *const members[] = {"name", "privileges", "controllers", "membership",
+                                          "data", "tags",       NULL};
+    if (!object_head(in, members, "role", &name, err, errcap))
+        return TS_E_INVALID;
     json_t *privs = json_object_get(in, "privileges");
     json_t *controllers = json_object_get(in, "controllers");
     json_t *data = json_object_get(in, "data");
@@ -480,29 +490,8 @@ enum ts_rc ts_profile_validate(const char *name, const json_t *in, json_t **cano
 {
     static const char *const members[] = {"name", "policies", "rate_limit", "rateLimit",
                                           "data", "tags",     NULL};
-    if (!json_is_object(in)) {
-        say(err, errcap, "a profile is a JSON object");
+    if (!object_head(in, members, "profile", &name, err, errcap))
         return TS_E_INVALID;
-    }
-    const char *key;
-    json_t *v;
-    json_object_foreach(mut(in), key, v)
-    {
-        bool known = false;
-        for (const char *const *m = members; *m; m++)
-            known = known || strcmp(*m, key) == 0;
-        if (!known) {
-            say(err, errcap, "unknown member '%.64s'", key);
-            return TS_E_INVALID;
-        }
-    }
-    const char *given = json_string_value(json_object_get(in, "name"));
-    if (json_object_get(in, "name") && (!given || (name && strcmp(given, name) != 0))) {
-        say(err, errcap, "name does not match the profile's name");
-        return TS_E_INVALID;
-    }
-    if (!name)
-        name = given;
     if (!name_ok(name)) {
         say(err, errcap, "name must match ^[A-Za-z_][A-Za-z0-9_-]{0,63}$");
         return TS_E_INVALID;
@@ -543,6 +532,8 @@ enum ts_rc ts_profile_validate(const char *name, const json_t *in, json_t **cano
         if (!role)
             role = json_string_value(json_object_get(p, "roleId"));
         bool ok = json_is_object(p) && name_ok(role);
+        const char *key;
+        json_t *v;
         json_object_foreach(p, key, v) ok =
             ok && (strcmp(key, "role") == 0 || strcmp(key, "roleId") == 0 ||
                    strcmp(key, "restrictedTo") == 0);
