@@ -63,6 +63,12 @@ fuzz: $(FUZZ_BUILD)/build.ninja
 		$(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
 	@FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) bash scripts/fuzz.sh
 
+# The black-box suite with every server under valgrind memcheck (scripts/valgrind.sh: VG_TESTS,
+# VG_OUT, TEST_BACKENDS): hours, not part of make test.
+.PHONY: valgrind
+valgrind: deps build
+	@VG_BUILD=$(BUILD) bash scripts/valgrind.sh
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 

@@ -41,6 +41,7 @@ start_node() {
     env TESSERA_DATABASE_URL="$url" TESSERA_LISTEN="127.0.0.1:$port" TESSERA_MAILER_AUTOCONFIRM=true \
         TESSERA_LOG_REQUESTS=false "$TMP/tessera" migrate >"$OUT/$name.migrate.txt" 2>&1
     env TESSERA_DATABASE_URL="$url" TESSERA_LISTEN="127.0.0.1:$port" TESSERA_MAILER_AUTOCONFIRM=true \
+        TESSERA_RATE_LIMIT_ACCOUNT=1000000000/1s,1000000 TESSERA_RATE_LIMIT_PROFILE_DEFAULT=1000000 \
         TESSERA_LOG_REQUESTS=false "$TMP/tessera" serve >"$OUT/$name.log" 2>&1 &
     NODE_PID=$!
     PIDS+=("$NODE_PID")

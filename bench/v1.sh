@@ -36,6 +36,10 @@ HASH_MEM=${TESSERA_PASSWORD_HASH_MEMORY_KIB:-19456}
 HASH_ITER=${TESSERA_PASSWORD_HASH_ITERATIONS:-2}
 
 [[ -x $TESSERA ]] || { echo "bench/v1.sh: no server binary at $TESSERA (make build)" >&2; exit 1; }
+# Abuse controls stay on, with limits no benchmark reaches: their cost is measured, not their
+# refusals (one client, one identity and one key make every request here).
+BENCH_LIMITS=(TESSERA_RATE_LIMIT_PROFILE_DEFAULT=1000000 TESSERA_RATE_LIMIT_ACCOUNT=1000000000/1s,1000000
+    TESSERA_RATE_LIMIT_KEY=1000000000/1s,1000000)
 for t in wrk nginx sqlite3 curl gcc python3 node; do
     command -v "$t" >/dev/null || { echo "bench/v1.sh: $t is missing (scripts/deps.sh)" >&2; exit 1; }
 done
@@ -80,7 +84,7 @@ start_tessera() { # name, extra env...
     shift
     PORT=$(free_port)
     env -u TESSERA_BIN TESSERA_LISTEN="127.0.0.1:$PORT" TESSERA_DATABASE_URL="sqlite://$TMP/$name.db" \
-        TESSERA_LOG_REQUESTS=false "$@" "$TESSERA" serve >"$OUT/$name.log" 2>&1 &
+        TESSERA_LOG_REQUESTS=false "${BENCH_LIMITS[@]}" "$@" "$TESSERA" serve >"$OUT/$name.log" 2>&1 &
     TPID=$!
     PIDS+=("$TPID")
     for _ in $(seq 200); do

@@ -13,8 +13,9 @@ declare -A allowed=(
     [authn]="core jose store"
     [http]="core"
     [authz]="core"
-    [api]="core jose store authn http jwks authz"
-    [cli]="core jose store authn http jwks authz api"
+    [limit]="core store"
+    [api]="core jose store authn http jwks authz limit"
+    [cli]="core jose store authn http jwks authz limit api"
 )
 bad=0
 for dir in src/*/; do

@@ -6,8 +6,10 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake ninja-build pkg-config clang-14 libclang-rt-14-dev clang-format
       libssl-dev libsqlite3-dev sqlite3 libpq-dev postgresql libjansson-dev libsodium-dev
-      libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev wrk nginx-light nginx curl)
+      libcrypt-dev libcurl4-openssl-dev libmicrohttpd-dev libcmocka-dev wrk nginx-light nginx curl
+      valgrind)
 # nginx (with auth_request): the benchmarks' ceiling and the front of tests/blackbox/test/authz-gateway.
+# valgrind: make valgrind (scripts/valgrind.sh), the black-box suite under memcheck.
 # Node.js (for the test clients) may come from elsewhere on the machine: take Debian's only if absent.
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

@@ -662,6 +662,10 @@ const char *api_password_problem(struct ts_api *api, const char *pw, const char 
         }
         sets = end ? end + 1 : NULL;
     }
+    if (ts_pw_blocklist_contains(api->blocklist, pw, strlen(pw))) {
+        *msg = "Password is known to be weak and easy to guess, please choose a different one.";
+        return "pwned";
+    }
     return NULL;
 }
 
@@ -960,6 +964,7 @@ struct ts_api *ts_api_new(const struct ts_api_deps *deps)
         ts_assert_fail("cannot start the JWKS cache", __FILE__, __LINE__);
     api->ext = v1_ext_new(api->jwks);
     api->authz = v1_authz_new(api->cfg);
+    api->budgets = ts_local_limits_new();
     size_t n = 1;
     for (const char *c = api->cfg->jwt_admin_roles; *c; c++)
         n += *c == ',';
@@ -993,11 +998,24 @@ void ts_api_free(struct ts_api *api)
     v1_ext_free(api->ext);
     v1_authz_free(api->authz);
     ts_jwks_cache_free(api->jwks);
+    ts_pw_blocklist_free(api->blocklist);
+    ts_limiter_free(api->limiter);
+    ts_local_limits_free(api->budgets);
     free(api);
 }
 
 enum ts_rc ts_api_load_files(struct ts_api *api, char **err)
 {
+    if (!api->limiter) {
+        enum ts_rc rc = ts_limiter_new(api->cfg, api->store, &api->limiter, err);
+        if (rc)
+            return rc;
+    }
+    if (!api->blocklist && api->cfg->password_blocklist[0]) {
+        enum ts_rc rc = ts_pw_blocklist_open(api->cfg->password_blocklist, &api->blocklist, err);
+        if (rc)
+            return rc;
+    }
     return v1_authz_load_routes(api->authz, api->cfg->gateway_routes, err);
 }
 

@@ -25,8 +25,8 @@ struct ts_api;
 
 struct ts_api *ts_api_new(const struct ts_api_deps *deps);
 void ts_api_free(struct ts_api *api);
-/* Reads the files the configuration names (GATEWAY_ROUTES); TS_E_INVALID with *err (heap,
- * for the operator) when one is unusable. Call before serving. */
+/* Reads the files the configuration names (GATEWAY_ROUTES, PASSWORD_BLOCKLIST); TS_E_INVALID
+ * with *err (heap, for the operator) when one is unusable. Call before serving. */
 TS_NODISCARD enum ts_rc ts_api_load_files(struct ts_api *api, char **err);
 
 /* Fills the routing and hook fields of opt (routes, handlers, prefix, app). */

@@ -6,8 +6,10 @@
 #define TS_API_INT_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 
 #include "api.h"
+#include "limit/limit.h"
 
 struct ts_api {
     const struct ts_config *cfg;
@@ -20,6 +22,10 @@ struct ts_api {
     struct ts_jwks_cache *jwks;           /* outside issuers' key sets (src/jwks) */
     struct v1_ext *ext;                   /* AccessProviders in use (api_v1_ext.c) */
     struct v1_authz *authz;               /* roles, profiles, gateway rules (api_v1_authz.c) */
+    struct ts_pw_blocklist *blocklist;    /* PASSWORD_BLOCKLIST (ts_api_load_files), or NULL */
+    struct ts_limiter *limiter;           /* abuse controls (NULL until ts_api_load_files) */
+    struct ts_local_limits *budgets;      /* per-identity /v1 budgets of profiles, per node */
+    atomic_llong limited;                 /* requests answered 429 by a limit or lockout */
 };
 
 /*
@@ -186,7 +192,8 @@ TS_NODISCARD enum ts_rc api_update_user(struct ts_http_req *req, struct ts_user 
                                         api_user_reapply_fn *reapply, void *ctx);
 
 /* Password policy: NULL when acceptable, else the weak_password reason ("length",
- * "characters") and sets *msg. Passwords over 72 bytes are refused as GoTrue does. */
+ * "characters", or "pwned" when PASSWORD_BLOCKLIST lists it) and sets *msg. Passwords over
+ * 72 bytes are refused as GoTrue does. */
 const char *api_password_problem(struct ts_api *api, const char *pw, const char **msg);
 
 /* Creates a session for u (amr method), signs its access token and answers 200 with GoTrue's
@@ -206,6 +213,29 @@ void api_respond_session(struct ts_http_req *req, const struct ts_user *u, const
 void api_hash_async(struct ts_http_req *req, struct ts_hash_job *job, ts_http_handler_fn *cont);
 /* In a continuation: the job submitted by api_hash_async. */
 struct ts_hash_job *api_hash_job(struct ts_http_req *req);
+
+/* ---- abuse controls (api_limits.c) ---- */
+
+/* Answers 429 with Retry-After in the API's shape (GoTrue's over_request_rate_limit, or /v1's
+ * too_many_requests). */
+void api_too_many(struct ts_http_req *req, int64_t retry_after_s, const char *msg);
+/* Takes a token of cls for the client's address (ts_limit_client: RATE_LIMIT_HEADER and
+ * RATE_LIMIT_EXEMPT apply). False when it answered (429, or 503 when the store failed). */
+bool api_limit_address(struct ts_http_req *req, enum ts_limit_class cls);
+/* The same for another subject (an account, a key id); NULL subject: nothing to limit. */
+bool api_limit_subject(struct ts_http_req *req, enum ts_limit_class cls, const char *subject);
+/* Reserves a failure slot for account before its password is checked; false when it
+ * answered (locked: 429; store failure: 503). NULL account: nothing reserved. */
+bool api_lockout_reserve(struct ts_http_req *req, const char *account, struct ts_lockout *t);
+/* After the check (ts_lockout_settle): check_rc not TS_OK means no check ran (the slot is
+ * given back); else matched says whether the password was right (clears the failures) or
+ * wrong (the slot stays counted and may start a lockout). */
+void api_lockout_settle(struct ts_http_req *req, struct ts_lockout *t, enum ts_rc check_rc,
+                        bool matched);
+/* The account's bucket (RATE_LIMIT_ACCOUNT), then its lockout reservation. Accounts are
+ * "user:<id>", "email:<address>" or "doc:<collection>/<id>", the same whichever API names
+ * them, and exist or not alike. */
+bool api_account_checks(struct ts_http_req *req, const char *account, struct ts_lockout *t);
 
 /* Handlers, by file. */
 void api_signup(struct ts_http_req *req);

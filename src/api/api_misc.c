@@ -106,6 +106,13 @@ void api_metrics(struct ts_http_req *req)
                             "# TYPE tessera_secret_cache_misses_total counter\n"
                             "tessera_secret_cache_misses_total %lld\n",
                             (long long)sh, (long long)sm);
+    if (!rc)
+        rc = ts_buf_appendf(&b,
+                            "# HELP tessera_rate_limited_total Requests answered 429 by a rate "
+                            "limit, a profile budget or an account lockout.\n"
+                            "# TYPE tessera_rate_limited_total counter\n"
+                            "tessera_rate_limited_total %lld\n",
+                            (long long)atomic_load_explicit(&api->limited, memory_order_relaxed));
     struct ts_jwks_stats js;
     ts_jwks_stats(api->jwks, NULL, &js);
     if (!rc)

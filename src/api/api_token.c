@@ -11,15 +11,17 @@
 #include "api_int.h"
 
 struct login_work {
-    struct ts_hash_job job; /* first: api_hash_job returns it */
-    struct ts_user *user;   /* NULL for an unknown e-mail */
-    char *hash;             /* the stored hash, or NULL */
+    struct ts_hash_job job;    /* first: api_hash_job returns it */
+    struct ts_user *user;      /* NULL for an unknown e-mail */
+    char *hash;                /* the stored hash, or NULL */
+    struct ts_lockout lockout; /* the account's failure slot, held during the check */
 };
 
 static void password_verified(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct login_work *w = (struct login_work *)(void *)api_hash_job(req);
+    api_lockout_settle(req, &w->lockout, w->job.rc, w->job.match && w->user);
     if (w->job.rc) {
         api_fail(req, w->job.rc, "password verify");
         return;
@@ -102,6 +104,11 @@ static void grant_password(struct ts_http_req *req, json_t *b)
         if (w->user)
             api_own_user(req, w->user);
         api_own_secret(req, w->hash);
+        /* the same account name whichever API signs in, and for unknown e-mails alike */
+        const char *account = w->user ? ts_arena_sprintf(ts_http_arena(req), "user:%s", w->user->id)
+                                      : ts_arena_sprintf(ts_http_arena(req), "email:%s", norm);
+        if (!api_account_checks(req, account, &w->lockout))
+            return;
     }
     w->job.op = TS_HASH_VERIFY;
     w->job.hash = w->hash; /* NULL: the pool verifies against its dummy hash */
@@ -173,6 +180,8 @@ static void grant_refresh(struct ts_http_req *req, json_t *b)
 
 void api_token(struct ts_http_req *req)
 {
+    if (!api_limit_address(req, TS_LIMIT_TOKEN))
+        return;
     json_t *b = api_body(req);
     if (!b)
         return;

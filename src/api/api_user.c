@@ -95,6 +95,27 @@ static void signup_anonymous(struct ts_http_req *req, json_t *data)
     api_issue_session(req, u, "anonymous", NULL);
 }
 
+/* The account's bucket (RATE_LIMIT_ACCOUNT), named as a login names it ("user:<id>" when the
+ * e-mail is taken, else "email:<address>"), so that sign-ups and logins together tell nobody
+ * whether an address is registered. False when it answered. */
+static bool signup_account_check(struct ts_http_req *req, const char *email)
+{
+    struct ts_api *api = ts_http_app(req);
+    struct ts_user *known = NULL;
+    char *hash = NULL;
+    enum ts_rc rc = ts_store_user_get_by_email(api->store, email, &known, &hash);
+    if (rc && rc != TS_E_NOT_FOUND) {
+        api_fail(req, rc, "sign-up lookup");
+        return false;
+    }
+    const char *account = known ? ts_arena_sprintf(ts_http_arena(req), "user:%s", known->id)
+                                : ts_arena_sprintf(ts_http_arena(req), "email:%s", email);
+    if (known)
+        api_own_user(req, known);
+    api_own_secret(req, hash);
+    return api_limit_subject(req, TS_LIMIT_ACCOUNT, account);
+}
+
 void api_signup(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
@@ -122,6 +143,8 @@ void api_signup(struct ts_http_req *req)
         email = NULL;
     if (phone && !*phone)
         phone = NULL;
+    if (!api_limit_address(req, !email && !phone ? TS_LIMIT_ANONYMOUS : TS_LIMIT_OTP))
+        return;
     if (!email && !phone) {
         signup_anonymous(req, data);
         return;
@@ -155,7 +178,7 @@ void api_signup(struct ts_http_req *req)
     json_object_set_new(u->app_metadata, "providers", json_pack("[s]", "email"));
     if (data)
         json_object_update(u->user_metadata, data);
-    if (!api_metadata_fits(req, u))
+    if (!api_metadata_fits(req, u) || !signup_account_check(req, norm))
         return;
     struct signup_work *w = ts_arena_calloc(ts_http_arena(req), sizeof(*w));
     w->user = u;
@@ -255,12 +278,14 @@ struct update_work {
     struct user_changes changes;
     char *old_hash;
     const char *session_id;
+    struct ts_lockout lockout; /* held while current_password is checked */
 };
 
 static void user_put_hashed(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct update_work *w = (struct update_work *)(void *)api_hash_job(req);
+    api_lockout_settle(req, &w->lockout, w->job.rc, w->job.match);
     if (w->job.rc) {
         api_fail(req, w->job.rc, "password change hash");
         return;
@@ -317,6 +342,8 @@ void api_user_put(struct ts_http_req *req)
                   "email, phone and passwords must be strings and data an object");
         return;
     }
+    if ((email || phone || password) && !api_limit_address(req, TS_LIMIT_OTP))
+        return;
     if (phone && *phone && (!u->phone || strcmp(phone, u->phone) != 0)) {
         api_error(req, ERR_PHONE_PROVIDER_DISABLED, "Phone changes are not supported");
         return;
@@ -367,6 +394,10 @@ void api_user_put(struct ts_http_req *req)
     w->job.password = api_secret_copy(req, password);
     w->job.password_len = strlen(password);
     if (current) {
+        if (w->old_hash &&
+            !api_account_checks(req, ts_arena_sprintf(ts_http_arena(req), "user:%s", u->id),
+                                &w->lockout))
+            return;
         w->job.current_password = api_secret_copy(req, current);
         w->job.current_password_len = strlen(current);
     }

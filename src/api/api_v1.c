@@ -367,7 +367,24 @@ static bool caller_from_jwt(struct ts_http_req *req, const char *tok, size_t len
     return true;
 }
 
+static bool caller_of(struct ts_http_req *req, struct v1_caller *c);
+
 bool v1_caller(struct ts_http_req *req, struct v1_caller *c)
+{
+    if (!caller_of(req, c))
+        return false;
+    /* An identity's every request draws on its profiles' budget, except logout (a client over
+     * its budget may still end its session, as in Kuzzle) and the gateway (nginx's
+     * auth_request takes any answer but 2xx, 401 and 403 for an error; limit_req is the tool
+     * in front of it). */
+    const char *route = ts_http_route_name(req);
+    if (c->has_identity && strcmp(route, "/v1/logout") != 0 &&
+        strcmp(route, "/v1/authz/gateway") != 0 && !v1_within_budget(req, c))
+        return false;
+    return true;
+}
+
+static bool caller_of(struct ts_http_req *req, struct v1_caller *c)
 {
     memset(c, 0, sizeof(*c));
     const char *h = ts_http_header(req, "Authorization");

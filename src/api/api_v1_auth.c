@@ -80,6 +80,7 @@ struct login_work {
     bool unconfirmed;
     int64_t expires_at;
     json_t *data;
+    struct ts_lockout lockout; /* the account's failure slot, held during the check */
 };
 
 static void free_login_hash(void *p)
@@ -95,6 +96,7 @@ static void login_checked(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct login_work *w = (struct login_work *)api_hash_job(req);
+    api_lockout_settle(req, &w->lockout, w->job.rc, w->job.match && w->id);
     if (w->job.rc == TS_E_BUSY) {
         v1_fail(req, TS_E_BUSY, "login");
         return;
@@ -122,6 +124,27 @@ static void login_checked(struct ts_http_req *req)
     }
     ts_store_audit(api->store, "login", w->id, w->id, ts_http_client_ip(req), NULL);
     v1_issue_token(req, 200, w->collection, w->id, w->expires_at, w->data, "login");
+}
+
+/* The account a login names, for its limits and lockout (api_account_checks): the identity
+ * found, else what the request named, so that unknown accounts are counted alike. */
+static const char *login_account(struct ts_http_req *req, const struct login_work *w,
+                                 const char *id, const char *index, const json_t *term)
+{
+    struct ts_arena *a = ts_http_arena(req);
+    bool users = strcmp(w->collection, "users") == 0;
+    if (w->id || id)
+        return users ? ts_arena_sprintf(a, "user:%s", w->id ? w->id : id)
+                     : ts_arena_sprintf(a, "doc:%s/%s", w->collection, w->id ? w->id : id);
+    if (users && strcmp(index, "users_by_email") == 0 && json_is_string(term)) {
+        const char *email = api_normalize_email(req, json_string_value(term));
+        if (email)
+            return ts_arena_sprintf(a, "email:%s", email);
+    }
+    char *t = json_dumps(term, JSON_ENCODE_ANY | JSON_COMPACT);
+    const char *out = ts_arena_sprintf(a, "term:%s/%s/%s", w->collection, index, t ? t : "");
+    free(t);
+    return out;
 }
 
 /* Finds the identity of a users login; leaves w->id NULL when there is none usable. */
@@ -203,7 +226,8 @@ static void login_or_identify(struct ts_http_req *req, bool identify)
 {
     struct ts_arena *a = ts_http_arena(req);
     struct v1_caller c;
-    if (!v1_caller(req, &c))
+    if (!api_limit_address(req, TS_LIMIT_TOKEN) || !v1_caller(req, &c) ||
+        (c.kind == V1_KEY && !api_limit_subject(req, TS_LIMIT_KEY, c.secret_id)))
         return;
     json_t *body = v1_body(req);
     static const char *const login_members[] = {"strategy", "collection", "id",   "index", "term",
@@ -244,6 +268,8 @@ static void login_or_identify(struct ts_http_req *req, bool identify)
         v1_fail(req, rc, "login lookup");
         return;
     }
+    if (!api_account_checks(req, login_account(req, w, id, index, term), &w->lockout))
+        return;
     w->job.op = TS_HASH_VERIFY;
     w->job.hash = w->hash; /* NULL: the worker spends a verification's time and fails */
     w->job.password = api_secret_copy(req, password);

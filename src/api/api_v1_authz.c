@@ -55,6 +55,7 @@ struct id_slot {
     char key[TS_STORE_NAME_MAX + TS_STORE_DOC_ID_MAX + 2];
     json_t *identity; /* the identity's document (immutable once cached), or NULL */
     struct ts_grants grants;
+    int64_t budget; /* requests per second its profiles allow (0: unlimited) */
 };
 
 /* Documents read for decisions (get, exists, the gateway's and check's resource), while the
@@ -287,6 +288,8 @@ struct az_req {
     struct snap *snap;
     bool grants_ready;
     struct ts_grants grants;
+    int64_t budget;         /* the identity's requests per second (0: unlimited) */
+    bool budget_taken;      /* this request drew on it already */
     const json_t *identity; /* the caller's document, or NULL */
     json_t *claims;         /* the JWT's claims, or NULL */
     bool claims_ready;
@@ -423,9 +426,48 @@ static void add_profiles(struct ts_grants *g, const struct ts_policy_set *ps,
         ts_grants_add_profile(g, ps, "default");
 }
 
+/* A profile's rate_limit: as set (0: unlimited), or -1 when it is null or the profile is
+ * missing (inherit). */
+static int64_t profile_rate(const struct ts_policy_set *ps, const char *name)
+{
+    const json_t *p = ts_policy_profile(ps, name);
+    const json_t *r = p ? json_object_get(p, "rate_limit") : NULL;
+    return json_is_integer(r) && json_integer_value(r) >= 0 ? (int64_t)json_integer_value(r) : -1;
+}
+
+/*
+ * The requests per second an identity may make on /v1 (per node): the most permissive of its
+ * profiles' rate_limit, as in Kuzzle, except that an unset (null) rate_limit inherits: the
+ * default profile's, and when that is unset too, RATE_LIMIT_PROFILE_DEFAULT. So a profile
+ * without a limit never lifts the cap by being added; only an explicit 0 does.
+ */
+static int64_t identity_budget(const struct ts_config *cfg, const struct ts_policy_set *ps,
+                               const json_t *profiles)
+{
+    int64_t fallback = profile_rate(ps, "default");
+    if (fallback < 0)
+        fallback = cfg->rate_limit_profile_default;
+    int64_t best = -1;
+    size_t i;
+    const json_t *p;
+    if (json_is_array(profiles))
+        json_array_foreach(profiles, i, p)
+        {
+            if (!json_is_string(p) || !ts_policy_profile(ps, json_string_value(p)))
+                continue;
+            int64_t r = profile_rate(ps, json_string_value(p));
+            if (r < 0)
+                r = fallback;
+            if (best < 0 || r == 0 || (best != 0 && r > best))
+                best = r;
+        }
+    return best < 0 ? fallback : best;
+}
+
 /* The roles an identity's profiles and memberships give it, cached while nothing changes. */
 static enum ts_rc identity_grants(struct ts_http_req *req, struct snap *s, const char *collection,
-                                  const char *id, struct ts_grants *g, const json_t **identity)
+                                  const char *id, struct ts_grants *g, int64_t *budget,
+                                  const json_t **identity)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_authz *z = api->authz;
@@ -437,6 +479,7 @@ static enum ts_rc identity_grants(struct ts_http_req *req, struct snap *s, const
     pthread_mutex_lock(&slot->mu);
     if (slot->used && slot->epoch == epoch && slot->gen == s->gen && strcmp(slot->key, key) == 0) {
         *g = slot->grants;
+        *budget = slot->budget;
         *identity = slot->identity;
         if (slot->identity) {
             json_incref(slot->identity);
@@ -451,6 +494,7 @@ static enum ts_rc identity_grants(struct ts_http_req *req, struct snap *s, const
     if (rc)
         return rc;
     memset(g, 0, sizeof(*g));
+    *budget = identity_budget(api->cfg, s->ps, doc ? profiles_of(collection, doc) : NULL);
     if (doc) {
         add_profiles(g, s->ps, profiles_of(collection, doc));
         struct ts_pred_cache cache;
@@ -471,6 +515,7 @@ static enum ts_rc identity_grants(struct ts_http_req *req, struct snap *s, const
     slot->gen = s->gen;
     snprintf(slot->key, sizeof(slot->key), "%s", key);
     slot->grants = *g;
+    slot->budget = *budget;
     slot->identity = doc ? json_incref(doc) : NULL;
     pthread_mutex_unlock(&slot->mu);
     return TS_OK;
@@ -516,7 +561,7 @@ static bool caller_grants(struct ts_http_req *req, const struct v1_caller *c)
     } else if (c->kind != V1_JWT_ADMIN) {
         if (c->has_identity) {
             rc = identity_grants(req, r->snap, c->identity_collection, c->identity_id, g,
-                                 &r->identity);
+                                 &r->budget, &r->identity);
             if (rc) {
                 v1_fail(req, rc, "roles of the identity");
                 return false;
@@ -726,6 +771,29 @@ bool v1_allowed(struct ts_http_req *req, const struct v1_caller *c, enum v1_act 
     struct ts_authz_decision d;
     return grants_decide(req, c, &r->grants, r->identity, NULL, a->resource, a->action, NULL, NULL,
                          NULL, false, &d);
+}
+
+bool v1_within_budget(struct ts_http_req *req, const struct v1_caller *c)
+{
+    if (!c->has_identity)
+        return true;
+    struct az_req *r = az(req);
+    if (r->budget_taken) /* once per request, however often the caller is worked out */
+        return true;
+    if (!caller_grants(req, c))
+        return false;
+    r->budget_taken = true;
+    struct ts_api *api = ts_http_app(req);
+    if (r->budget <= 0)
+        return true;
+    char subject[TS_STORE_NAME_MAX + TS_STORE_DOC_ID_MAX + 2];
+    snprintf(subject, sizeof(subject), "%s/%s", c->identity_collection, c->identity_id);
+    struct ts_limit_verdict v;
+    ts_local_take(api->budgets, subject, r->budget, ts_mono_us(), &v);
+    if (v.allowed)
+        return true;
+    api_too_many(req, v.retry_after_s, "Request rate limit of the caller's profiles reached");
+    return false;
 }
 
 bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_act act)
@@ -1304,7 +1372,8 @@ void v1_authz_check(struct ts_http_req *req)
             return;
         }
         const json_t *identity = NULL;
-        rc = identity_grants(req, r->snap, coll, id, &other, &identity);
+        int64_t budget;
+        rc = identity_grants(req, r->snap, coll, id, &other, &budget, &identity);
         if (rc) {
             v1_fail(req, rc, "roles of the subject");
             return;

@@ -300,6 +300,7 @@ struct doc_work {
     bool self_change; /* an identity changing its own password */
     bool checked;     /* not a built-in role: the roles decide, on the document */
     char *stored_hash;
+    struct ts_lockout lockout; /* self_change: the account's failure slot during the check */
 };
 
 /* RFC 7386 JSON merge patch of patch into target (an object). */
@@ -491,6 +492,7 @@ static void doc_hashed(struct ts_http_req *req)
 {
     struct doc_work *w = (struct doc_work *)api_hash_job(req);
     struct ts_hash_job *job = &w->job;
+    api_lockout_settle(req, &w->lockout, job->rc, job->match);
     if (job->rc) {
         v1_fail(req, job->rc, "password hash");
         return;
@@ -658,6 +660,13 @@ static void doc_write(struct ts_http_req *req, enum write_op op)
         if (w->stored_hash && !w->current_password) {
             v1_error(req, 400, "invalid_credentials", "Invalid login credentials");
             return;
+        }
+        if (w->stored_hash) {
+            bool users = strcmp(coll, "users") == 0;
+            const char *account = users ? ts_arena_sprintf(a, "user:%s", w->id)
+                                        : ts_arena_sprintf(a, "doc:%s/%s", coll, w->id);
+            if (!api_account_checks(req, account, &w->lockout))
+                return;
         }
         w->job.op = TS_HASH_CHANGE;
         w->job.hash = w->stored_hash;

@@ -870,7 +870,8 @@ void v1_oauth_token(struct ts_http_req *req)
 {
     struct ts_api *api = ts_http_app(req);
     struct v1_caller c;
-    if (!v1_caller(req, &c))
+    if (!api_limit_address(req, TS_LIMIT_TOKEN) || !v1_caller(req, &c) ||
+        (c.kind == V1_KEY && !api_limit_subject(req, TS_LIMIT_KEY, c.secret_id)))
         return;
     /* form (RFC 8693's own encoding) or JSON */
     json_t *body = api_body(req);

@@ -171,8 +171,13 @@ bool v1_path(struct ts_http_req *req);
 /* ---- the caller ---- */
 
 /* Works out who is calling. Answers 401 and returns false when a credential was presented
- * and is not valid; no credential is the anonymous caller. */
+ * and is not valid; no credential is the anonymous caller. An identity's request then draws
+ * on its budget (v1_within_budget; 429 over it). */
 bool v1_caller(struct ts_http_req *req, struct v1_caller *c);
+/* Draws one request on an identity caller's per-node budget (its profiles' rate_limit),
+ * once per request; false when it answered (429 over the budget, 503). v1_caller calls it
+ * for every route but /v1/logout and the gateway. */
+bool v1_within_budget(struct ts_http_req *req, const struct v1_caller *c);
 /* v1_caller, then v1_allowed(act); answers 403 (or 401 for anonymous) otherwise. */
 bool v1_require(struct ts_http_req *req, struct v1_caller *c, enum v1_act act);
 /* v1_require, then requires an identity (tokens, user JWTs, keys bound to one). */

@@ -46,6 +46,24 @@ TS_NODISCARD enum ts_rc ts_password_verify(const struct ts_password_params *p, c
 /* True when hash is a stored-hash format we can verify (for imports). */
 bool ts_password_hash_format_ok(const char *hash);
 
+/* ---- breached passwords (PASSWORD_BLOCKLIST, authn_blocklist.c) ---- */
+
+struct ts_pw_blocklist;
+
+/*
+ * Opens the list at path: Have I Been Pwned's "SHA1:COUNT" file sorted by hash (mapped and
+ * searched in place, never loaded), or a plain list of passwords, one per line (at most
+ * 64 MiB, hashed into memory); the first line tells which. TS_E_INVALID with a heap message
+ * in *err naming the file and the problem (missing, empty, the NTLM edition, a malformed or
+ * unsorted line among those checked, a plain list too big). Read-only afterwards: any thread
+ * may look up.
+ */
+TS_NODISCARD enum ts_rc ts_pw_blocklist_open(const char *path, struct ts_pw_blocklist **out,
+                                             char **err);
+/* True when the password (len bytes) is on the list; false for a NULL list. */
+bool ts_pw_blocklist_contains(struct ts_pw_blocklist *bl, const char *password, size_t len);
+void ts_pw_blocklist_free(struct ts_pw_blocklist *bl);
+
 /* ---- the hash pool ---- */
 
 enum ts_hash_op {
@@ -120,12 +138,76 @@ struct ts_principal {
 /* Seconds a retired signing key keeps verifying (and stays published). */
 #define TS_KEYS_RETIRED_KEEP (7LL * 24 * 3600)
 
+/* ---- signing keys at rest: the master key (authn_seal.c, docs/internals/authn.md) ---- */
+
+#define TS_MASTER_KEY_LEN 32    /* bytes of TESSERA_MASTER_KEY */
+#define TS_MASTER_KEY_ID_LEN 12 /* hex digits naming a master key in sealed rows and messages */
+
+/* TESSERA_MASTER_KEY and TESSERA_MASTER_KEY_PREVIOUS, decoded. The id of a key is derived
+ * from it one-way, so it can be printed; the key never is. Wipe with ts_master_keys_wipe. */
+struct ts_master_keys {
+    bool set; /* false: signing keys are written in clear (and sealed ones cannot be read) */
+    uint8_t key[TS_MASTER_KEY_LEN];
+    char id[TS_MASTER_KEY_ID_LEN + 1];
+    bool has_previous; /* only opens rows, which are then re-sealed under key */
+    uint8_t previous[TS_MASTER_KEY_LEN];
+    char previous_id[TS_MASTER_KEY_ID_LEN + 1];
+};
+
+/*
+ * Decodes the master keys from the configuration: key_text (TESSERA_MASTER_KEY) or, when
+ * empty, the file key_file names (TESSERA_MASTER_KEY_FILE, for mounted secrets; surrounding
+ * white space ignored), and previous_text (TESSERA_MASTER_KEY_PREVIOUS). Each is 32 bytes as
+ * 64 hex digits or as base64 / base64url (`openssl rand -hex 32`, `openssl rand -base64 32`).
+ * All empty: out->set is false. TS_E_INVALID with a heap message in *err (naming the setting,
+ * never quoting the value) for a malformed key, an unreadable file, both a key and a file, or
+ * a previous key without a current one.
+ */
+TS_NODISCARD enum ts_rc ts_master_keys_load(const char *key_text, const char *key_file,
+                                            const char *previous_text, struct ts_master_keys *out,
+                                            char **err);
+void ts_master_keys_wipe(struct ts_master_keys *mk);
+
+/*
+ * The stored form of a private key. Clear rows are the PEM text itself (what versions
+ * without a master key wrote, and still write). Sealed rows are
+ *   "$tsmk1$" <master key id> "$" base64url(nonce[24] || XChaCha20-Poly1305 ciphertext+tag)
+ * under a key derived from the master key, with the purpose, kid and alg as associated data,
+ * so a sealed key moved to another row (or given another algorithm) no longer opens.
+ */
+#define TS_SEALED_PREFIX "$tsmk1$"
+
+/* Seals pem for row (kid, alg) under mk->key (mk->set must be true). Heap text in *out. */
+TS_NODISCARD enum ts_rc ts_key_seal(const struct ts_master_keys *mk, const char *kid,
+                                    const char *alg, const char *pem, char **out);
+
+/*
+ * Opens a stored private key: clear text is returned as it is; sealed text is opened with the
+ * master key (or the previous one) whose id it names. *out_pem is heap (wipe it before free);
+ * *out_current (may be NULL) tells whether stored is already sealed under mk->key, i.e. needs
+ * no re-sealing. On failure a heap message in *err names the kid and the cause, never a key:
+ * TS_E_DENIED sealed under a master key that is not configured (or none is);
+ * TS_E_BAD_TOKEN the right master key id but the text does not authenticate (tampered, moved
+ * to another kid); TS_E_PARSE not a key in any form we wrote (including a newer "$tsmkN$").
+ */
+TS_NODISCARD enum ts_rc ts_key_open(const struct ts_master_keys *mk, const char *kid,
+                                    const char *alg, const char *stored, char **out_pem,
+                                    bool *out_current, char **err);
+
+/* True when stored is sealed; its master key id is copied to id (may be NULL). */
+bool ts_key_is_sealed(const char *stored, char id[TS_MASTER_KEY_ID_LEN + 1]);
+
 struct ts_keys_config {
     const char *hs256_secret; /* non-empty: HS256 with this secret, no keys in the database */
     const char *issuer;
     const char *audience;
     int64_t access_ttl;   /* seconds */
     int64_t retired_keep; /* seconds a retired key stays published and accepted */
+    /* NULL or !set: keys are stored in clear. Set: new keys are sealed, and rows in clear or
+     * under the previous key are re-sealed whenever the keys are read (compare-and-swap, so
+     * several nodes may do it at once). Sealed rows that no configured key opens make
+     * ts_keyring_open fail (never a fresh key set). Copied by ts_keyring_open. */
+    const struct ts_master_keys *master;
 };
 
 struct ts_keyring;

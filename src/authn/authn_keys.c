@@ -10,6 +10,10 @@
  * published before it signs anything, so clients that cache the JWKS (auth-js keeps
  * it ten minutes) know it when it becomes active; a retired key keeps verifying (and
  * stays published) for retired_keep seconds, then is dropped.
+ *
+ * At rest (authn_seal.c): with a master key, every key is written sealed, and every read of
+ * the keys re-seals the rows still in clear or under the previous master key, so setting or
+ * changing TESSERA_MASTER_KEY takes effect at the next start (or `tessera jwt rewrap`).
  */
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
@@ -42,6 +46,9 @@ struct ts_keyring {
     pthread_mutex_t lock; /* guards cur */
     struct keyset *cur;
     struct ts_tokencache *cache;
+    struct ts_master_keys master; /* !master.set: keys in clear */
+    bool quiet;                   /* the last reload failed and said why: do not repeat it */
+    bool reseal_warned;           /* a failed re-seal was logged once; reloads retry quietly */
 };
 
 static void keyset_unref(struct keyset *ks)
@@ -72,7 +79,8 @@ static void random_kid(char out[17])
     ts_b64url_encode(b, sizeof(b), out);
 }
 
-static enum ts_rc new_key_row(enum ts_key_state state, int64_t now, struct ts_signing_key_row *row)
+static enum ts_rc new_key_row(const struct ts_master_keys *mk, enum ts_key_state state, int64_t now,
+                              struct ts_signing_key_row *row)
 {
     char kid[17];
     random_kid(kid);
@@ -85,6 +93,15 @@ static enum ts_rc new_key_row(enum ts_key_state state, int64_t now, struct ts_si
     ts_jose_key_free(key);
     if (rc)
         return rc;
+    if (mk && mk->set) {
+        char *sealed = NULL;
+        rc = ts_key_seal(mk, kid, "ES256", pem, &sealed);
+        ts_wipe(pem, strlen(pem));
+        free(pem);
+        if (rc)
+            return rc;
+        pem = sealed;
+    }
     row->kid = ts_xstrdup(kid);
     row->alg = ts_xstrdup("ES256");
     row->private_pem = pem;
@@ -94,11 +111,11 @@ static enum ts_rc new_key_row(enum ts_key_state state, int64_t now, struct ts_si
     return TS_OK;
 }
 
-static enum ts_rc insert_new_key(struct ts_store *st, enum ts_key_state state, int64_t now,
-                                 char **out_kid)
+static enum ts_rc insert_new_key(struct ts_store *st, const struct ts_master_keys *mk,
+                                 enum ts_key_state state, int64_t now, char **out_kid)
 {
     struct ts_signing_key_row *row = ts_xcalloc(1, sizeof(*row));
-    enum ts_rc rc = new_key_row(state, now, row);
+    enum ts_rc rc = new_key_row(mk, state, now, row);
     if (!rc)
         rc = ts_store_signing_key_insert(st, row);
     if (!rc && out_kid)
@@ -129,6 +146,50 @@ static enum ts_rc build_hs256(struct ts_keyring *kr, struct keyset **out)
     return TS_OK;
 }
 
+/* Re-seals one row under the current master key. A row someone else re-sealed meanwhile
+ * (TS_E_STALE) is fine; a failed write (a read-only database) is retried at the next read. */
+static void reseal_row(struct ts_keyring *kr, const struct ts_signing_key_row *r, const char *pem)
+{
+    char *sealed = NULL;
+    enum ts_rc rc = ts_key_seal(&kr->master, r->kid, r->alg, pem, &sealed);
+    if (!rc)
+        rc = ts_store_signing_key_reseal(kr->st, r->kid, r->private_pem, sealed);
+    free(sealed);
+    if (!rc)
+        ts_log_info("signing key %s sealed under master key %s", r->kid, kr->master.id);
+    else if (rc != TS_E_STALE && !kr->reseal_warned) {
+        kr->reseal_warned = true;
+        ts_log_warn("signing key %s could not be sealed under the master key yet (%s)", r->kid,
+                    ts_rc_name(rc));
+    }
+}
+
+/* Opens row r into a parsed key; re-seals it when it is not yet under the current master key.
+ * *out stays NULL for a retired key past its keep time (still re-sealed when it opens). */
+static enum ts_rc load_row(struct ts_keyring *kr, const struct ts_signing_key_row *r, bool expired,
+                           struct ts_jose_key **out)
+{
+    char *pem = NULL, *err = NULL;
+    bool current = true;
+    enum ts_rc rc = ts_key_open(&kr->master, r->kid, r->alg, r->private_pem, &pem, &current, &err);
+    if (rc) {
+        if (!expired && !kr->quiet)
+            ts_log_error("%s", err);
+        free(err);
+        return expired ? TS_OK : rc;
+    }
+    if (kr->master.set && !current)
+        reseal_row(kr, r, pem);
+    if (!expired) {
+        rc = ts_jose_key_from_pem(pem, strlen(pem), ts_jose_alg_from_name(r->alg), r->kid, out);
+        if (rc && !kr->quiet)
+            ts_log_error("signing key %s cannot be loaded", r->kid);
+    }
+    ts_wipe(pem, strlen(pem));
+    free(pem);
+    return rc;
+}
+
 static enum ts_rc build_from_store(struct ts_keyring *kr, struct keyset **out)
 {
     struct ts_signing_key_row *rows = NULL;
@@ -145,15 +206,12 @@ static enum ts_rc build_from_store(struct ts_keyring *kr, struct keyset **out)
     ts_buf_init(&fp, 1 << 20);
     for (size_t i = 0; i < n && !rc; i++) {
         struct ts_signing_key_row *r = &rows[i];
-        if (r->state == TS_KEY_RETIRED && r->state_changed_at < now - kr->retired_keep * 1000000)
-            continue;
+        bool expired =
+            r->state == TS_KEY_RETIRED && r->state_changed_at < now - kr->retired_keep * 1000000;
         struct ts_jose_key *key = NULL;
-        rc = ts_jose_key_from_pem(r->private_pem, strlen(r->private_pem),
-                                  ts_jose_alg_from_name(r->alg), r->kid, &key);
-        if (rc) {
-            ts_log_error("signing key %s cannot be loaded", r->kid);
-            break;
-        }
+        rc = load_row(kr, r, expired, &key);
+        if (rc || !key)
+            continue;
         ks->verifiers[ks->nverifiers++] = key;
         if (r->state == TS_KEY_ACTIVE)
             ks->signer = key;
@@ -165,7 +223,8 @@ static enum ts_rc build_from_store(struct ts_keyring *kr, struct keyset **out)
     }
     ts_signing_key_rows_free(rows, n);
     if (!rc && !ks->signer) {
-        ts_log_error("no active signing key in the database");
+        if (!kr->quiet)
+            ts_log_error("no active signing key in the database");
         rc = TS_E_NOT_FOUND;
     }
     if (rc) {
@@ -198,6 +257,8 @@ enum ts_rc ts_keyring_open(struct ts_store *st, const struct ts_keys_config *cfg
     kr->audience = ts_xstrdup(cfg->audience);
     kr->access_ttl = cfg->access_ttl;
     kr->retired_keep = cfg->retired_keep;
+    if (cfg->master)
+        kr->master = *cfg->master;
     pthread_mutex_init(&kr->lock, NULL);
     bool created = false;
     enum ts_rc rc = TS_OK;
@@ -208,11 +269,11 @@ enum ts_rc ts_keyring_open(struct ts_store *st, const struct ts_keys_config *cfg
         ts_signing_key_rows_free(rows, n);
         if (!rc && n == 0) {
             int64_t now = ts_now_us();
-            rc = insert_new_key(st, TS_KEY_ACTIVE, now, NULL);
+            rc = insert_new_key(st, &kr->master, TS_KEY_ACTIVE, now, NULL);
             if (rc == TS_E_CONFLICT) {
                 rc = TS_OK; /* another process created the keys first */
             } else if (!rc) {
-                rc = insert_new_key(st, TS_KEY_NEXT, now, NULL);
+                rc = insert_new_key(st, &kr->master, TS_KEY_NEXT, now, NULL);
                 created = true;
             }
         }
@@ -234,6 +295,8 @@ enum ts_rc ts_keyring_reload(struct ts_keyring *kr)
 {
     struct keyset *ks = NULL;
     enum ts_rc rc = build(kr, &ks);
+    /* Only the main thread reloads: quiet needs no lock. */
+    kr->quiet = rc != TS_OK;
     if (rc)
         return rc;
     pthread_mutex_lock(&kr->lock);
@@ -265,6 +328,7 @@ void ts_keyring_free(struct ts_keyring *kr)
     }
     free(kr->issuer);
     free(kr->audience);
+    ts_master_keys_wipe(&kr->master);
     pthread_mutex_destroy(&kr->lock);
     free(kr);
 }
@@ -418,11 +482,11 @@ enum ts_rc ts_keys_rotate(struct ts_store *st, const struct ts_keys_config *cfg,
     ts_signing_key_rows_free(rows, n);
     int64_t now = ts_now_us();
     if (!next_kid)
-        rc = insert_new_key(st, TS_KEY_NEXT, now, &next_kid);
+        rc = insert_new_key(st, cfg->master, TS_KEY_NEXT, now, &next_kid);
     if (!rc)
         rc = ts_store_signing_key_promote(st, next_kid, now, now - cfg->retired_keep * 1000000);
     if (!rc)
-        rc = insert_new_key(st, TS_KEY_NEXT, now, NULL);
+        rc = insert_new_key(st, cfg->master, TS_KEY_NEXT, now, NULL);
     if (!rc && out_new_kid)
         *out_new_kid = next_kid;
     else

@@ -34,7 +34,7 @@ const char *const ts_policy_default_roles[] = {
 };
 
 const char *const ts_policy_default_profiles[] = {
-    "{\"name\":\"admin\",\"policies\":[{\"role\":\"admin\"}],\"rate_limit\":null}",
+    "{\"name\":\"admin\",\"policies\":[{\"role\":\"admin\"}],\"rate_limit\":0}",
     "{\"name\":\"default\",\"policies\":[{\"role\":\"default\"}],\"rate_limit\":null}",
     "{\"name\":\"anonymous\",\"policies\":[{\"role\":\"anonymous\"}],\"rate_limit\":null}",
     NULL,

@@ -75,6 +75,34 @@ static const char user_usage[] =
     "add creates a confirmed e-mail user; passwd sets a new password and ends the user's\n"
     "sessions; delete removes the user with every session and credential at once.\n";
 
+/* The policy the API applies, for the CLI: length, and PASSWORD_BLOCKLIST. Returns 0 when pw
+ * is acceptable, else an exit code after saying why. */
+static int password_refused(struct cli_env *env, const char *pw)
+{
+    if (!pw || strlen(pw) < (size_t)env->cfg.password_min_length || strlen(pw) > 72) {
+        fprintf(stderr, "tessera: the password must have %lld to 72 characters\n",
+                (long long)env->cfg.password_min_length);
+        return 2;
+    }
+    if (!env->cfg.password_blocklist[0])
+        return 0;
+    struct ts_pw_blocklist *bl = NULL;
+    char *err = NULL;
+    if (ts_pw_blocklist_open(env->cfg.password_blocklist, &bl, &err) != TS_OK) {
+        fprintf(stderr, "tessera: configuration error: %s\n", err);
+        free(err);
+        return 2;
+    }
+    bool pwned = ts_pw_blocklist_contains(bl, pw, strlen(pw));
+    ts_pw_blocklist_free(bl);
+    if (pwned) {
+        fprintf(stderr, "tessera: this password is on the list of breached passwords "
+                        "(PASSWORD_BLOCKLIST); choose another\n");
+        return 2;
+    }
+    return 0;
+}
+
 static int user_add(struct cli_env *env, const char *email, bool confirmed)
 {
     if (!strchr(email, '@')) {
@@ -82,11 +110,10 @@ static int user_add(struct cli_env *env, const char *email, bool confirmed)
         return 2;
     }
     char *pw = read_secret_line("password: ");
-    if (!pw || strlen(pw) < (size_t)env->cfg.password_min_length || strlen(pw) > 72) {
-        fprintf(stderr, "tessera: the password must have %lld to 72 characters\n",
-                (long long)env->cfg.password_min_length);
+    int refused = password_refused(env, pw);
+    if (refused) {
         free_secret(pw);
-        return 2;
+        return refused;
     }
     if (sodium_init() < 0)
         return 1;
@@ -177,11 +204,9 @@ static int user_passwd(struct cli_env *env, const char *who)
         return 1;
     }
     char *pw = read_secret_line("new password: ");
-    int code = 0;
-    if (!pw || strlen(pw) < (size_t)env->cfg.password_min_length || strlen(pw) > 72) {
-        fprintf(stderr, "tessera: the password must have %lld to 72 characters\n",
-                (long long)env->cfg.password_min_length);
-        code = 2;
+    int code = password_refused(env, pw);
+    if (code) {
+        /* said why */
     } else if (sodium_init() < 0) {
         code = 1;
     } else {
@@ -489,12 +514,17 @@ int cli_token(int argc, char **argv)
 static const char jwt_usage[] =
     "usage: tessera jwt list [--config FILE]\n"
     "       tessera jwt rotate [--config FILE]\n"
+    "       tessera jwt rewrap [--config FILE]\n"
     "\n"
-    "list shows the ES256 signing keys and their state (next, active, retired).\n"
+    "list shows the ES256 signing keys, their state (next, active, retired) and how each is\n"
+    "stored: \"sealed:ID\" (encrypted under the master key whose id is ID) or \"clear\".\n"
     "rotate promotes the next key (already published in the JWKS) to active, retires the\n"
     "active one (it keeps verifying for 7 days), and publishes a new next key. Running\n"
     "servers pick the change up within a second. With JWT_SECRET (HS256) there is nothing\n"
-    "to rotate here: change the secret instead.\n";
+    "to rotate here: change the secret instead.\n"
+    "rewrap encrypts every signing key under TESSERA_MASTER_KEY: keys in clear, and keys\n"
+    "under TESSERA_MASTER_KEY_PREVIOUS during a master key rotation (docs/DEPLOYMENT.md),\n"
+    "then lists them. A server does the same when it starts.\n";
 
 int cli_jwt(int argc, char **argv)
 {
@@ -507,7 +537,8 @@ int cli_jwt(int argc, char **argv)
     }
     char *pos[2] = {0};
     int n = positional(argc, argv, pos, 2);
-    if (n != 1 || (strcmp(pos[0], "list") != 0 && strcmp(pos[0], "rotate") != 0)) {
+    if (n != 1 || (strcmp(pos[0], "list") != 0 && strcmp(pos[0], "rotate") != 0 &&
+                   strcmp(pos[0], "rewrap") != 0)) {
         fputs(jwt_usage, stderr);
         ts_config_free(&env.cfg);
         return 2;
@@ -518,11 +549,12 @@ int cli_jwt(int argc, char **argv)
                 pos[0]);
         code = 2;
     }
+    if (!code && strcmp(pos[0], "rewrap") == 0 && !env.master.set) {
+        fprintf(stderr, "tessera: TESSERA_MASTER_KEY is not set: nothing to encrypt under\n");
+        code = 2;
+    }
     if (!code && strcmp(pos[0], "rotate") == 0) {
-        struct ts_keys_config kc = {.issuer = env.cfg.jwt_issuer,
-                                    .audience = env.cfg.jwt_aud,
-                                    .access_ttl = env.cfg.jwt_exp,
-                                    .retired_keep = TS_KEYS_RETIRED_KEEP};
+        struct ts_keys_config kc = cli_keys_config(&env);
         char *kid = NULL;
         enum ts_rc rc = ts_keys_rotate(env.store, &kc, &kid);
         if (rc) {
@@ -538,14 +570,21 @@ int cli_jwt(int argc, char **argv)
         if (ts_store_signing_keys_list(env.store, &rows, &nrows) != TS_OK) {
             code = 1;
         } else {
-            printf("%-16s  %-6s  %-8s  %s\n", "kid", "alg", "state", "since");
+            /* rewrap: cli_bootstrap's keyring has sealed every row it could open. */
+            printf("%-16s  %-6s  %-8s  %-24s  %s\n", "kid", "alg", "state", "since", "at rest");
             for (size_t i = 0; i < nrows; i++) {
                 char since[TS_TIME_STR_LEN];
                 ts_time_format(rows[i].state_changed_at, since);
                 const char *st = rows[i].state == TS_KEY_ACTIVE ? "active"
                                  : rows[i].state == TS_KEY_NEXT ? "next"
                                                                 : "retired";
-                printf("%-16s  %-6s  %-8s  %s\n", rows[i].kid, rows[i].alg, st, since);
+                char id[TS_MASTER_KEY_ID_LEN + 1], at_rest[32];
+                if (ts_key_is_sealed(rows[i].private_pem, id))
+                    snprintf(at_rest, sizeof(at_rest), "sealed:%s", id);
+                else
+                    snprintf(at_rest, sizeof(at_rest), "clear");
+                printf("%-16s  %-6s  %-8s  %-24s  %s\n", rows[i].kid, rows[i].alg, st, since,
+                       at_rest);
             }
             ts_signing_key_rows_free(rows, nrows);
         }

@@ -114,14 +114,16 @@ int cli_load_config(struct cli_env *env, int argc, char **argv, const char *usag
     return 0;
 }
 
-static struct ts_keys_config keys_config(const struct ts_config *cfg)
+struct ts_keys_config cli_keys_config(const struct cli_env *env)
 {
+    const struct ts_config *cfg = &env->cfg;
     struct ts_keys_config kc = {
         .hs256_secret = cfg->jwt_secret,
         .issuer = cfg->jwt_issuer,
         .audience = cfg->jwt_aud,
         .access_ttl = cfg->jwt_exp,
         .retired_keep = TS_KEYS_RETIRED_KEEP,
+        .master = &env->master,
     };
     return kc;
 }
@@ -129,6 +131,12 @@ static struct ts_keys_config keys_config(const struct ts_config *cfg)
 int cli_bootstrap(struct cli_env *env)
 {
     char *err = NULL;
+    if (ts_master_keys_load(env->cfg.master_key, env->cfg.master_key_file,
+                            env->cfg.master_key_previous, &env->master, &err) != TS_OK) {
+        fprintf(stderr, "tessera: configuration error: %s\n", err);
+        free(err);
+        return 2;
+    }
     struct ts_store_options so = {
         .durable_full = strcmp(env->cfg.database_durability, "full") == 0,
         .schema = env->cfg.database_schema,
@@ -146,8 +154,16 @@ int cli_bootstrap(struct cli_env *env)
     }
     if (applied)
         ts_log_info("applied %d migration(s)", applied);
-    struct ts_keys_config kc = keys_config(&env->cfg);
-    if (ts_keyring_open(env->store, &kc, &env->keyring, &env->keys_created) != TS_OK) {
+    struct ts_keys_config kc = cli_keys_config(env);
+    enum ts_rc krc = ts_keyring_open(env->store, &kc, &env->keyring, &env->keys_created);
+    if (krc == TS_E_DENIED || krc == TS_E_BAD_TOKEN || krc == TS_E_PARSE) {
+        /* The log line above names the key and the master key ids; never start with fresh
+         * keys instead, which would invalidate every token and API key in use. */
+        fprintf(stderr, "tessera: the JWT signing keys in the database cannot be opened (see "
+                        "the error above: TESSERA_MASTER_KEY); not starting\n");
+        return 1;
+    }
+    if (krc) {
         fprintf(stderr, "tessera: cannot load or create the JWT signing keys\n");
         return 1;
     }
@@ -167,6 +183,7 @@ void cli_env_free(struct cli_env *env)
     ts_keyring_free(env->keyring);
     ts_store_close(env->store);
     ts_config_free(&env->cfg);
+    ts_master_keys_wipe(&env->master);
 }
 
 int cli_print_api_keys(struct cli_env *env, bool json)
@@ -244,6 +261,8 @@ int cli_serve(int argc, char **argv)
     if (code)
         goto out;
     announce_first_start(&env);
+    if (env.master.set && !env.cfg.jwt_secret[0])
+        ts_log_info("signing keys are encrypted at rest under master key %s", env.master.id);
     struct ts_password_params pp = {.memory_kib = (uint32_t)env.cfg.password_hash_memory_kib,
                                     .iterations = (uint32_t)env.cfg.password_hash_iterations};
     if (ts_hashpool_new((int)env.cfg.password_hash_workers, (int)env.cfg.password_hash_queue, &pp,
@@ -270,6 +289,7 @@ int cli_serve(int argc, char **argv)
         .max_body = (size_t)env.cfg.http_max_body,
         .max_header_bytes = (size_t)env.cfg.http_max_header_bytes,
         .connection_timeout = (unsigned)env.cfg.http_connection_timeout,
+        .header_timeout = (unsigned)env.cfg.http_header_timeout,
         .max_connections = (unsigned)env.cfg.http_max_connections,
     };
     ts_api_http_options(api, &ho);

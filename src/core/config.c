@@ -14,7 +14,7 @@
 
 extern char **environ;
 
-enum knob_type { K_STRING, K_SECRET, K_INT, K_BOOL, K_SECONDS };
+enum knob_type { K_STRING, K_SECRET, K_INT, K_BOOL, K_SECONDS, K_RATE };
 
 struct knob {
     const char *name; /* without prefix */
@@ -38,6 +38,14 @@ static const struct knob knobs[] = {
      "commit)"},
     {"JWT_SECRET", K_SECRET, OFF(jwt_secret), "", 0, 0,
      "HS256 signing secret (at least 32 bytes); empty = ES256 keys kept in the database"},
+    {"MASTER_KEY", K_SECRET, OFF(master_key), "", 0, 0,
+     "32 random bytes (64 hex digits or base64: openssl rand -hex 32) that encrypt the signing "
+     "keys in the database; empty = kept in clear (docs/DEPLOYMENT.md: setting and rotating it)"},
+    {"MASTER_KEY_FILE", K_STRING, OFF(master_key_file), "", 0, 0,
+     "a file holding MASTER_KEY (a mounted secret), instead of MASTER_KEY itself"},
+    {"MASTER_KEY_PREVIOUS", K_SECRET, OFF(master_key_previous), "", 0, 0,
+     "during a master key rotation: the old key, which only opens keys so that they are "
+     "re-encrypted under MASTER_KEY"},
     {"JWT_EXP", K_INT, OFF(jwt_exp), "3600", 30, 7 * 24 * 3600, "access-token lifetime, seconds"},
     {"JWT_AUD", K_STRING, OFF(jwt_aud), "authenticated", 0, 0, "aud claim of user tokens"},
     {"JWT_ISSUER", K_STRING, OFF(jwt_issuer), "tessera", 0, 0,
@@ -61,6 +69,10 @@ static const struct knob knobs[] = {
      "minimum password length in characters (6 is also the floor)"},
     {"PASSWORD_REQUIRED_CHARACTERS", K_STRING, OFF(password_required_characters), "", 0, 0,
      "character sets separated by ':' of which a password must use one character each"},
+    {"PASSWORD_BLOCKLIST", K_STRING, OFF(password_blocklist), "", 0, 0,
+     "a file of breached passwords refused wherever a password is set (weak_password, reason "
+     "pwned): Have I Been Pwned's SHA1:COUNT file ordered by hash, searched in place, or a "
+     "plain list, one password per line; empty = none"},
     {"PASSWORD_CHANGE_REVOKES_SESSIONS", K_BOOL, OFF(password_change_revokes_sessions), "true", 0,
      0, "a password change through PUT /user ends the user's other sessions"},
     {"SECURITY_REFRESH_TOKEN_ROTATION_ENABLED", K_BOOL, OFF(refresh_token_rotation_enabled), "true",
@@ -86,6 +98,9 @@ static const struct knob knobs[] = {
      "zeroes it for every request, so bigger costs time)"},
     {"HTTP_CONNECTION_TIMEOUT", K_SECONDS, OFF(http_connection_timeout), "30", 1, 3600,
      "seconds a connection may stay silent before it is closed"},
+    {"HTTP_HEADER_TIMEOUT", K_SECONDS, OFF(http_header_timeout), "10", 0, 3600,
+     "seconds a client has to send a request's headers, from its connection's accept or the end "
+     "of the previous response, however steadily it sends (slowloris); 0 = no such deadline"},
     {"HTTP_MAX_CONNECTIONS", K_INT, OFF(http_max_connections), "10000", 16, 1000000,
      "concurrent connections accepted"},
     {"HTTP_EVENT_LOOP", K_STRING, OFF(http_event_loop), "poll", 0, 0,
@@ -115,6 +130,35 @@ static const struct knob knobs[] = {
      "the header that carries the original request's method to /v1/authz/gateway"},
     {"GATEWAY_URI_HEADER", K_STRING, OFF(gateway_uri_header), "X-Original-URI", 0, 0,
      "the header that carries the original request's URI to /v1/authz/gateway"},
+    {"RATE_LIMIT_HEADER", K_STRING, OFF(rate_limit_header), "", 0, 0,
+     "the header a trusted reverse proxy sets to the client's address (read from the right, "
+     "past the addresses in RATE_LIMIT_EXEMPT); empty: the peer address. Never set it without "
+     "such a proxy in front"},
+    {"RATE_LIMIT_EXEMPT", K_STRING, OFF(rate_limit_exempt), "127.0.0.0/8,::1", 0, 0,
+     "comma list of client networks (CIDR) the per-address limits skip: a local proxy's or a "
+     "health checker's address, which stands for every client behind it"},
+    {"RATE_LIMIT_TOKEN_REFRESH", K_RATE, OFF(rate_limit_token), "150/5m,30", 0, 0,
+     "per client address: POST /token (every grant), /v1/login, /v1/identify, /v1/oauth/token"},
+    {"RATE_LIMIT_OTP", K_RATE, OFF(rate_limit_otp), "30/5m,30", 0, 0,
+     "per client address: sign-ups with an e-mail or phone, and PUT /user changing the e-mail, "
+     "phone or password"},
+    {"RATE_LIMIT_ANONYMOUS_USERS", K_RATE, OFF(rate_limit_anonymous), "30/1h,30", 0, 0,
+     "per client address: anonymous sign-ins"},
+    {"RATE_LIMIT_ACCOUNT", K_RATE, OFF(rate_limit_account), "600/5m,100", 0, 0,
+     "per account (e-mail or identity), from any address: password checks and sign-ups naming "
+     "it"},
+    {"RATE_LIMIT_KEY", K_RATE, OFF(rate_limit_key), "6000/1m,1000", 0, 0,
+     "per API key: /v1/login, /v1/identify and /v1/oauth/token calls made with it"},
+    {"RATE_LIMIT_PROFILE_DEFAULT", K_INT, OFF(rate_limit_profile_default), "1000", 0, 1000000,
+     "requests per second per identity on /v1 when none of its profiles sets rate_limit (a "
+     "profile's null inherits the default profile's, then this); 0 = unlimited; per node"},
+    {"PASSWORD_LOCKOUT_ATTEMPTS", K_INT, OFF(password_lockout_attempts), "20", 0, 1000000,
+     "failed password checks an account may have in PASSWORD_LOCKOUT_WINDOW before it is "
+     "locked until the window ends; 0 = no lockout"},
+    {"PASSWORD_LOCKOUT_WINDOW", K_SECONDS, OFF(password_lockout_window), "15m", 1, 86400,
+     "the lockout window; each lockout within a day doubles it, up to PASSWORD_LOCKOUT_MAX"},
+    {"PASSWORD_LOCKOUT_MAX", K_SECONDS, OFF(password_lockout_max), "24h", 1, 30 * 86400,
+     "the longest a lockout window may grow to"},
     {"LOG_LEVEL", K_STRING, OFF(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"LOG_REQUESTS", K_BOOL, OFF(log_requests), "true", 0, 0, "one JSON log line per request"},
 };
@@ -199,6 +243,48 @@ static char **str_field(struct ts_config *c, const struct knob *k)
     return (char **)((char *)c + k->offset);
 }
 
+/*
+ * A rate: "COUNT" (keeps the period, burst at most COUNT), "COUNT/PERIOD" or
+ * "COUNT/PERIOD,BURST", PERIOD a duration ("5m", "1h", "30s"); "0" turns the limit off.
+ * A bare count is GoTrue's form (GOTRUE_RATE_LIMIT_TOKEN_REFRESH=150: per five minutes).
+ */
+static enum ts_rc parse_rate(struct ts_rate *r, const char *value, const char *origin, char **err)
+{
+    char buf[64];
+    snprintf(buf, sizeof(buf), "%s", value);
+    char *slash = strchr(buf, '/');
+    char *comma = strchr(buf, ',');
+    if (slash)
+        *slash = '\0';
+    if (comma)
+        *comma = '\0';
+    struct ts_rate v = *r;
+    int64_t period_us = 0;
+    bool ok = strlen(value) < sizeof(buf) && (!comma || slash) &&
+              ts_parse_i64(buf, 0, 1000000000, &v.count) == TS_OK;
+    if (ok && slash)
+        ok = ts_duration_parse(slash + 1, &period_us) == TS_OK && period_us >= 1000000 &&
+             period_us <= INT64_C(30) * 86400 * 1000000 && period_us % 1000000 == 0;
+    if (ok && slash)
+        v.period_s = period_us / 1000000;
+    if (ok && comma)
+        ok = ts_parse_i64(comma + 1, 1, 1000000, &v.burst) == TS_OK;
+    else if (ok && v.count > 0 && (v.burst <= 0 || v.burst > v.count))
+        v.burst = v.count;
+    /* a full bucket's worth of time must stay within the store's counters (2^61 us) */
+    if (ok && v.count > 0)
+        ok = v.burst <= (INT64_C(1) << 61) / (v.period_s * 1000000 / v.count + 1);
+    if (!ok) {
+        *err =
+            ts_xasprintf("%s: expected COUNT, COUNT/PERIOD or COUNT/PERIOD,BURST (\"150/5m,30\"; "
+                         "0 = off)",
+                         origin);
+        return TS_E_INVALID;
+    }
+    *r = v;
+    return TS_OK;
+}
+
 static enum ts_rc apply(struct ts_config *c, const struct knob *k, const char *value,
                         const char *origin, char **err)
 {
@@ -233,6 +319,8 @@ static enum ts_rc apply(struct ts_config *c, const struct knob *k, const char *v
         *(int64_t *)(void *)base = us / 1000000;
         return TS_OK;
     }
+    case K_RATE:
+        return parse_rate((struct ts_rate *)(void *)base, value, origin, err);
     case K_BOOL: {
         bool v;
         if (ts_parse_bool(value, &v) != TS_OK) {

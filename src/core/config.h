@@ -28,10 +28,20 @@ struct ts_external_cfg {
 
 #define TS_CONFIG_MAX_EXTERNAL 16
 
+/* A rate limit: count requests per period_s seconds, at most burst at once; count 0 = off. */
+struct ts_rate {
+    int64_t count;
+    int64_t period_s;
+    int64_t burst;
+};
+
 struct ts_config {
     char *listen;                 /* "host:port" to bind */
     char *database_url;           /* sqlite://PATH, sqlite:///ABS/PATH or postgres://... */
     char *jwt_secret;             /* HS256 secret; empty = ES256 keys kept in the database */
+    char *master_key;             /* seals signing keys at rest (authn.h); empty = in clear */
+    char *master_key_file;        /* a file holding master_key instead */
+    char *master_key_previous;    /* during a master key rotation: opens, never seals */
     int64_t jwt_exp;              /* access-token lifetime, seconds */
     char *jwt_aud;                /* aud of user access tokens */
     char *jwt_issuer;             /* iss of every token we sign, required on verify */
@@ -45,6 +55,7 @@ struct ts_config {
     bool external_anonymous_users_enabled;
     int64_t password_min_length;
     char *password_required_characters;    /* GoTrue's ':'-separated character sets */
+    char *password_blocklist;              /* file of breached passwords; "" = none */
     bool password_change_revokes_sessions; /* PUT /user password change ends other sessions */
     bool refresh_token_rotation_enabled;
     int64_t refresh_token_reuse_interval; /* seconds */
@@ -57,6 +68,7 @@ struct ts_config {
     int64_t http_max_body;           /* bytes; 413 beyond */
     int64_t http_max_header_bytes;   /* per-connection header memory */
     int64_t http_connection_timeout; /* seconds of silence before a connection is closed */
+    int64_t http_header_timeout;     /* seconds to send a request's headers; 0 = no limit */
     int64_t http_max_connections;
     char *http_event_loop;       /* "poll" or "epoll" (libmicrohttpd's internal loop) */
     char *cors_allowed_origins;  /* "*" or a comma list */
@@ -72,8 +84,19 @@ struct ts_config {
     char *gateway_routes;        /* JSON file of /v1/authz/gateway route rules; "" = none */
     char *gateway_method_header; /* where the gateway finds the original method */
     char *gateway_uri_header;    /* ... and the original URI */
-    char *log_level;             /* debug, info, warn, error */
-    bool log_requests;           /* one JSON line per request */
+    char *rate_limit_header;     /* trusted proxy's client-address header; "" = peer */
+    char *rate_limit_exempt;     /* CIDR list the per-address limits skip */
+    struct ts_rate rate_limit_token;     /* per address: /token, /v1/login, identify, oauth */
+    struct ts_rate rate_limit_otp;       /* per address: sign-ups, PUT /user secrets */
+    struct ts_rate rate_limit_anonymous; /* per address: anonymous sign-ins */
+    struct ts_rate rate_limit_account;   /* per account: password checks, sign-ups */
+    struct ts_rate rate_limit_key;       /* per API key: login, identify, minting */
+    int64_t rate_limit_profile_default;  /* req/s per identity when no profile sets one */
+    int64_t password_lockout_attempts;   /* failures per window; 0 = no lockout */
+    int64_t password_lockout_window;     /* seconds; doubles per lockout within a day */
+    int64_t password_lockout_max;        /* seconds: the longest window */
+    char *log_level;                     /* debug, info, warn, error */
+    bool log_requests;                   /* one JSON line per request */
     struct ts_external_cfg externals[TS_CONFIG_MAX_EXTERNAL];
     int n_externals;
 };

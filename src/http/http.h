@@ -8,8 +8,8 @@
  * ts_http_resume; the continuation then runs on an HTTP thread.
  *
  * Limits enforced here, before any handler runs: body size (413), header memory
- * (431 by libmicrohttpd), idle and slow clients (connection timeout), connection
- * count. Must never: log a header value or a body.
+ * (431 by libmicrohttpd), idle clients (connection timeout), slow clients (header
+ * deadline), connection count. Must never: log a header value or a body.
  *
  * Depends on core and libmicrohttpd only. Internals: docs/internals/http.md.
  */
@@ -49,7 +49,10 @@ struct ts_http_options {
     bool use_epoll;              /* epoll instead of poll() (see docs/internals/http.md) */
     size_t max_body;             /* bytes; larger bodies get 413 */
     size_t max_header_bytes;     /* per-connection memory for request line and headers */
-    unsigned connection_timeout; /* seconds */
+    unsigned connection_timeout; /* seconds of silence before a connection is closed */
+    /* Seconds a client has to send a request's headers, from the accept or from the end of
+     * the previous response; 0 = no deadline (the connection timeout only). */
+    unsigned header_timeout;
     unsigned max_connections;
     const char *prefix; /* a path prefix also served ("/auth/v1"), or NULL */
     const struct ts_http_route *routes;

@@ -6,6 +6,7 @@
 #define TS_HTTP_INT_H
 
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "http.h"
@@ -30,6 +31,17 @@ struct route_metrics {
     _Atomic uint64_t count;
 };
 
+/* A connection watched for the header deadline (http_server.c); one per connection, its
+ * libmicrohttpd socket context, linked in the server's list under watch_lock. */
+struct conn_watch {
+    struct conn_watch *prev, *next;
+    MHD_socket fd;
+    /* When the wait for a request's headers began (monotonic us): the accept, or the end of
+     * the previous response; 0 while a request is being handled. */
+    _Atomic int64_t waiting_since_us;
+    bool cut; /* shut down by the reaper */
+};
+
 struct ts_http_server {
     struct MHD_Daemon *daemon;
     struct ts_http_options opt;
@@ -41,6 +53,14 @@ struct ts_http_server {
     _Atomic uint64_t next_id;
     char id_prefix[9]; /* random per process, so ids differ across restarts */
     uint16_t port;
+    /* The header deadline's reaper: the watched connections and the thread that cuts those
+     * past it (stopping, under watch_lock, ends it). */
+    pthread_mutex_t watch_lock;
+    pthread_cond_t watch_wake;
+    struct conn_watch *watched;
+    pthread_t reaper;
+    bool reaper_started;
+    bool stopping;
 };
 
 struct resp_header {

@@ -19,7 +19,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http_int.h"
@@ -135,6 +138,144 @@ static void route(struct ts_http_req *req)
     }
 }
 
+/* ---- the header deadline ----
+ *
+ * libmicrohttpd's connection timeout counts silence only: a client sending its headers one
+ * byte a second (slowloris) is never silent, so a few thousand such clients would hold every
+ * connection slot for as long as they liked. Each connection therefore also has a deadline
+ * for its request's headers, header_timeout from its accept and from the end of each
+ * response (so an idle kept-alive connection lasts the shorter of the two timeouts). The
+ * access handler's first call for a request marks the headers complete.
+ *
+ * A reaper thread cuts connections past the deadline, unless bytes of theirs are still
+ * waiting in the socket (then the server is the slow one), with shutdown(2): libmicrohttpd then
+ * reads the end of the stream and closes the connection on its own thread, the only one
+ * that may. The descriptor cannot be closed and reused under the reaper: libmicrohttpd
+ * reports a connection closed (watch_closed, which takes watch_lock) before it closes the
+ * socket, and the reaper holds watch_lock. */
+
+static void watch_started(struct ts_http_server *srv, struct MHD_Connection *conn, void **ctx)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    struct conn_watch *w = ts_xcalloc(1, sizeof(*w));
+    w->fd = ci ? ci->connect_fd : MHD_INVALID_SOCKET;
+    atomic_store(&w->waiting_since_us, ts_mono_us());
+    pthread_mutex_lock(&srv->watch_lock);
+    w->next = srv->watched;
+    if (w->next)
+        w->next->prev = w;
+    srv->watched = w;
+    pthread_mutex_unlock(&srv->watch_lock);
+    *ctx = w;
+}
+
+static void watch_closed(struct ts_http_server *srv, void **ctx)
+{
+    struct conn_watch *w = *ctx;
+    if (!w)
+        return;
+    *ctx = NULL;
+    pthread_mutex_lock(&srv->watch_lock);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        srv->watched = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    pthread_mutex_unlock(&srv->watch_lock);
+    free(w);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    struct ts_http_server *srv = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED && srv->opt.header_timeout)
+        watch_started(srv, conn, socket_context);
+    else if (code == MHD_CONNECTION_NOTIFY_CLOSED)
+        watch_closed(srv, socket_context);
+}
+
+/* since_us: when the connection began waiting for headers again, or 0 once they are in. */
+static void watch_mark(struct MHD_Connection *conn, int64_t since_us)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_watch *w = ci ? ci->socket_context : NULL;
+    if (w)
+        atomic_store(&w->waiting_since_us, since_us);
+}
+
+static void *reaper_main(void *arg)
+{
+    struct ts_http_server *srv = arg;
+    int64_t limit_us = (int64_t)srv->opt.header_timeout * 1000000;
+    /* A connection goes at most a quarter of the deadline (and a second) past it. */
+    int64_t period_us = limit_us / 4 < 1000000 ? limit_us / 4 : 1000000;
+    pthread_mutex_lock(&srv->watch_lock);
+    while (!srv->stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        int64_t ns = until.tv_nsec + (period_us % 1000000) * 1000;
+        until.tv_sec += (time_t)(period_us / 1000000 + ns / 1000000000);
+        until.tv_nsec = (long)(ns % 1000000000);
+        pthread_cond_timedwait(&srv->watch_wake, &srv->watch_lock, &until);
+        int64_t now = ts_mono_us();
+        for (struct conn_watch *w = srv->watched; w && !srv->stopping; w = w->next) {
+            int64_t since = atomic_load(&w->waiting_since_us);
+            if (w->cut || since == 0 || now - since < limit_us || w->fd == MHD_INVALID_SOCKET)
+                continue;
+            /* Bytes waiting in the socket mean the server is behind (its threads starved of
+             * CPU), not the client: only a client whose every byte was read is too slow. */
+            int unread = 0;
+            if (ioctl(w->fd, FIONREAD, &unread) == 0 && unread > 0)
+                continue;
+            shutdown(w->fd, SHUT_RDWR);
+            w->cut = true;
+        }
+    }
+    pthread_mutex_unlock(&srv->watch_lock);
+    return NULL;
+}
+
+static bool reaper_start(struct ts_http_server *srv)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&srv->watch_wake, &attr);
+    pthread_condattr_destroy(&attr);
+    pthread_mutex_init(&srv->watch_lock, NULL);
+    if (!srv->opt.header_timeout)
+        return true;
+    srv->reaper_started = pthread_create(&srv->reaper, NULL, reaper_main, srv) == 0;
+    return srv->reaper_started;
+}
+
+static void reaper_stop(struct ts_http_server *srv)
+{
+    pthread_mutex_lock(&srv->watch_lock);
+    srv->stopping = true;
+    pthread_cond_signal(&srv->watch_wake);
+    pthread_mutex_unlock(&srv->watch_lock);
+    if (srv->reaper_started)
+        pthread_join(srv->reaper, NULL);
+    srv->reaper_started = false;
+}
+
+static void reaper_free(struct ts_http_server *srv)
+{
+    /* libmicrohttpd reports every connection closed when it stops; this is only in case. */
+    while (srv->watched) {
+        struct conn_watch *w = srv->watched;
+        srv->watched = w->next;
+        free(w);
+    }
+    pthread_cond_destroy(&srv->watch_wake);
+    pthread_mutex_destroy(&srv->watch_lock);
+}
+
 /* ---- request life cycle ---- */
 
 static struct ts_http_req *req_new(struct ts_http_server *srv, struct MHD_Connection *conn,
@@ -233,6 +374,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct ts_http_server *srv = cls;
     struct ts_http_req *req = *con_cls;
     if (!req) {
+        watch_mark(conn, 0); /* the headers are in */
         req = req_new(srv, conn, url, method);
         *con_cls = req;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
@@ -296,13 +438,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)conn;
     (void)toe;
     struct ts_http_server *srv = cls;
     struct ts_http_req *req = *con_cls;
     if (!req)
         return;
     *con_cls = NULL;
+    watch_mark(conn, ts_mono_us()); /* the next request's headers are awaited from now */
     int64_t elapsed = ts_mono_us() - req->start_us;
     if (req->status) {
         ts__http_metrics_record(srv, req->route_index, req->status, elapsed);
@@ -357,6 +499,34 @@ TS_PRINTF(2, 0) static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ---- start and stop ---- */
+
+/* Descriptors kept for everything but client connections: the listening socket, database
+ * connections, the log, libraries' own. */
+#define DESCRIPTOR_RESERVE 128
+
+/* Each connection holds a descriptor: a connection limit above what the process may open
+ * would turn the excess into accept() failures (EMFILE) rather than libmicrohttpd's orderly
+ * limit. So the soft descriptor limit is raised to the hard one (commonly 1,024 and 524,288),
+ * and the connection limit is bounded by it. */
+static unsigned fit_connection_limit(unsigned wanted)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return wanted;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit raised = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+        if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= (rlim_t)wanted + DESCRIPTOR_RESERVE)
+        return wanted;
+    unsigned fit =
+        rl.rlim_cur > DESCRIPTOR_RESERVE + 16 ? (unsigned)(rl.rlim_cur - DESCRIPTOR_RESERVE) : 16;
+    ts_log_warn("HTTP_MAX_CONNECTIONS %u lowered to %u: this process may open %llu descriptors "
+                "(ulimit -n)",
+                wanted, fit, (unsigned long long)rl.rlim_cur);
+    return fit;
+}
 
 static enum ts_rc parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *sslen,
                                bool *ipv6, char **err)
@@ -417,6 +587,16 @@ enum ts_rc ts_http_start(const struct ts_http_options *opt, struct ts_http_serve
     ts_rand_bytes(rnd, sizeof(rnd));
     ts_hex_encode(rnd, sizeof(rnd), srv->id_prefix);
 
+    if (!reaper_start(srv)) {
+        *err = ts_xasprintf("cannot start the header deadline's thread");
+        reaper_free(srv);
+        free(srv->metrics);
+        free(srv->routes);
+        free(srv);
+        return TS_E_UNAVAILABLE;
+    }
+
+    unsigned max_connections = fit_connection_limit(opt->max_connections);
     unsigned flags = MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     flags |= opt->use_epoll ? MHD_USE_EPOLL_INTERNAL_THREAD : MHD_USE_POLL_INTERNAL_THREAD;
     if (ipv6)
@@ -425,12 +605,14 @@ enum ts_rc ts_http_start(const struct ts_http_options *opt, struct ts_http_serve
         flags, 0, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(opt->threads > 0 ? opt->threads : 1),
         MHD_OPTION_CONNECTION_TIMEOUT, opt->connection_timeout, MHD_OPTION_CONNECTION_LIMIT,
-        opt->max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u, MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-        MHD_OPTION_END);
+        max_connections, MHD_OPTION_CONNECTION_MEMORY_LIMIT, opt->max_header_bytes,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, srv, MHD_OPTION_LISTENING_ADDRESS_REUSE, 1u,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_END);
     if (!srv->daemon) {
         *err = ts_xasprintf("cannot listen on %s (address in use or not allowed?)", opt->listen);
+        reaper_stop(srv);
+        reaper_free(srv);
         free(srv->metrics);
         free(srv->routes);
         free(srv);
@@ -455,9 +637,11 @@ void ts_http_stop(struct ts_http_server *srv, unsigned grace_ms)
     int64_t deadline = ts_mono_us() + (int64_t)grace_ms * 1000;
     while (atomic_load(&srv->in_flight) > 0 && ts_mono_us() < deadline)
         usleep(10000);
-    MHD_stop_daemon(srv->daemon);
+    reaper_stop(srv);
+    MHD_stop_daemon(srv->daemon); /* reports every connection closed: no watch is left */
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
+    reaper_free(srv);
     free(srv->metrics);
     free(srv->routes);
     free(srv);

@@ -219,6 +219,12 @@ enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const char *kid, in
     return st->ops->signing_key_promote(st, kid, now, drop_before);
 }
 
+enum ts_rc ts_store_signing_key_reseal(struct ts_store *st, const char *kid, const char *expected,
+                                       const char *replacement)
+{
+    return st->ops->signing_key_reseal(st, kid, expected, replacement);
+}
+
 void ts_store_audit(struct ts_store *st, const char *event, const char *actor, const char *target,
                     const char *ip, const char *meta_json)
 {

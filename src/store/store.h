@@ -217,6 +217,12 @@ TS_NODISCARD enum ts_rc ts_store_signing_key_insert(struct ts_store *st,
  * active, and retired keys older than drop_before are deleted. */
 TS_NODISCARD enum ts_rc ts_store_signing_key_promote(struct ts_store *st, const char *kid,
                                                      int64_t now, int64_t drop_before);
+/* Replaces the stored private_pem of key `kid` by replacement, only if it still reads
+ * expected (a compare-and-swap: the keyring re-encrypts a row under a new master key, and two
+ * nodes doing it at once must not overwrite each other). TS_E_STALE when the row holds
+ * something else or is gone (another process got there first: read again). */
+TS_NODISCARD enum ts_rc ts_store_signing_key_reseal(struct ts_store *st, const char *kid,
+                                                    const char *expected, const char *replacement);
 
 /* ---- counters: token buckets and windowed counters shared by every node ---- */
 

@@ -51,6 +51,8 @@ struct ts_store_ops {
     enum ts_rc (*signing_key_insert)(struct ts_store *st, const struct ts_signing_key_row *row);
     enum ts_rc (*signing_key_promote)(struct ts_store *st, const char *kid, int64_t now,
                                       int64_t drop_before);
+    enum ts_rc (*signing_key_reseal)(struct ts_store *st, const char *kid, const char *expected,
+                                     const char *replacement);
     /* Bumps the epoch when another process (or connection) committed since the last call. */
     void (*poll_external)(struct ts_store *st);
     void (*audit)(struct ts_store *st, const char *event, const char *actor, const char *target,

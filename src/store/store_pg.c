@@ -417,6 +417,8 @@ static const char *const migrations[] = {
                     "WHERE kid = $1::text AND state = 'next'")                                     \
     X(KEY_DROP_RETIRED,                                                                            \
       "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < $1::bigint")        \
+    X(KEY_RESEAL, "UPDATE signing_keys SET private_pem = $3::text WHERE kid = $1::text AND "       \
+                  "private_pem = $2::text")                                                        \
     X(AUDIT_INSERT, "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "           \
                     "VALUES($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::jsonb)")       \
     X(BUCKET_TAKE,                                                                                 \
@@ -2063,6 +2065,24 @@ static enum ts_rc pg_signing_key_promote(struct ts_store *st, const char *kid, i
     enum ts_rc rc = TS_OK;
     for (op_start(&t, pg(st), false); op_next(&t, &rc);)
         rc = signing_key_promote(&t, kid, now, drop_before);
+    return rc;
+}
+
+static enum ts_rc pg_signing_key_reseal(struct ts_store *st, const char *kid, const char *expected,
+                                        const char *replacement)
+{
+    struct params p = {0};
+    p_text(&p, kid);
+    p_text(&p, expected);
+    p_text(&p, replacement);
+    struct op t;
+    enum ts_rc rc = TS_OK;
+    for (op_start(&t, pg(st), false); op_next(&t, &rc);) {
+        int64_t n = 0;
+        rc = run(&t, S_KEY_RESEAL, &p, &n);
+        if (!rc && n == 0)
+            rc = TS_E_STALE;
+    }
     return rc;
 }
 
@@ -4286,6 +4306,7 @@ static const struct ts_store_ops pg_ops = {
     .signing_keys_list = pg_signing_keys_list,
     .signing_key_insert = pg_signing_key_insert,
     .signing_key_promote = pg_signing_key_promote,
+    .signing_key_reseal = pg_signing_key_reseal,
     .poll_external = pg_poll_external,
     .audit = pg_audit,
     .bucket_take = pg_bucket_take,

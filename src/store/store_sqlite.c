@@ -338,6 +338,7 @@ static const char *const migrations[] = {
       "state = 'next'")                                                                            \
     X(KEY_DROP_RETIRED,                                                                            \
       "DELETE FROM signing_keys WHERE state = 'retired' AND state_changed_at < ?1")                \
+    X(KEY_RESEAL, "UPDATE signing_keys SET private_pem = ?3 WHERE kid = ?1 AND private_pem = ?2")  \
     X(AUDIT_INSERT, "INSERT INTO audit_log(created_at, event, actor, target, ip, meta) "           \
                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6)")                                              \
     X(BUCKET_GET, "SELECT full_at FROM buckets WHERE key = ?1")                                    \
@@ -1642,6 +1643,57 @@ static enum ts_rc sq_signing_key_promote(struct ts_store *st, const char *kid, i
         }
         rc = tx_end(s, c, r);
     }
+    release(s, c);
+    return rc;
+}
+
+/* PRAGMA secure_delete of c: 0 off, 1 on, 2 fast; -1 when it cannot be read. */
+static int secure_delete_mode(struct sq_conn *c)
+{
+    sqlite3_stmt *q = NULL;
+    int mode = -1;
+    if (sqlite3_prepare_v2(c->db, "PRAGMA secure_delete", -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        mode = sqlite3_column_int(q, 0);
+    sqlite3_finalize(q);
+    return mode;
+}
+
+static enum ts_rc sq_signing_key_reseal(struct ts_store *st, const char *kid, const char *expected,
+                                        const char *replacement)
+{
+    struct sq_store *s = sq(st);
+    struct sq_conn *c;
+    enum ts_rc rc = acquire(s, &c);
+    if (rc)
+        return rc;
+    /* The rewritten row must not leave the clear key in the page's free space: secure_delete
+     * zeroes it (Debian builds SQLite with it on; other builds may not). Only for this write,
+     * so the cost of zeroing stays off every other delete. */
+    int mode = secure_delete_mode(c);
+    if (mode != 1)
+        (void)exec(c, "PRAGMA secure_delete=ON", "secure_delete");
+    rc = tx_begin(s, c);
+    if (!rc) {
+        sqlite3_stmt *q = stmt(c, S_KEY_RESEAL);
+        if (q) {
+            bind_text(q, 1, kid);
+            bind_text(q, 2, expected);
+            bind_text(q, 3, replacement);
+        }
+        enum ts_rc r = run(c, q, "key reseal");
+        if (!r && sqlite3_changes(c->db) == 0)
+            r = TS_E_STALE;
+        rc = tx_end(s, c, r);
+    }
+    /* The WAL still holds the page as it was (the key in clear) until it is checkpointed and
+     * cut: do both now, best effort (a reader holding an old snapshot makes it wait for the
+     * next time; nothing depends on it). */
+    if (!rc)
+        (void)sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (mode == 0 || mode == 2)
+        (void)exec(c, mode ? "PRAGMA secure_delete=FAST" : "PRAGMA secure_delete=OFF",
+                   "secure_delete");
     release(s, c);
     return rc;
 }
@@ -3786,6 +3838,7 @@ static const struct ts_store_ops sqlite_ops = {
     .signing_keys_list = sq_signing_keys_list,
     .signing_key_insert = sq_signing_key_insert,
     .signing_key_promote = sq_signing_key_promote,
+    .signing_key_reseal = sq_signing_key_reseal,
     .poll_external = sq_poll_external,
     .audit = sq_audit,
     .bucket_take = sq_bucket_take,

@@ -17,6 +17,8 @@ import { randomBytes } from 'node:crypto';
 import { test as nodeTest } from 'node:test';
 import assert from 'node:assert/strict';
 import { GoTrueClient } from '@supabase/auth-js';
+// The secrets audit (on with TESSERA_TEST_SECRETS_DIR): wraps fetch when imported.
+import { finishServer, noteCliOutput, noteConfigSecrets, noteExchange, registerTessera, trackServer } from './secrets.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const repoRoot = path.resolve(here, '..', '..', '..');
@@ -33,8 +35,14 @@ const DEFAULT_ENV = {
   LOG_REQUESTS: 'true',
 };
 
-const STARTUP_TIMEOUT_MS = 20000;
-const STOP_TIMEOUT_MS = 10000;
+// TESSERA_TEST_WRAPPER: a command the server runs under ("valgrind --leak-check=full ...", split
+// on spaces; scripts/valgrind.sh sets it), and TESSERA_TEST_SLOWDOWN the factor (default 20 with
+// a wrapper) by which the start and stop bounds and each test's timeout then grow. Only
+// `tessera serve` is wrapped, not the one-shot commands.
+export const WRAPPER = (process.env.TESSERA_TEST_WRAPPER ?? '').split(' ').filter(Boolean);
+export const SLOWDOWN = Number(process.env.TESSERA_TEST_SLOWDOWN) || (WRAPPER.length ? 20 : 1);
+const STARTUP_TIMEOUT_MS = 20000 * SLOWDOWN;
+const STOP_TIMEOUT_MS = 10000 * SLOWDOWN;
 
 // ---------------------------------------------------------------------------------------------
 // Status tracking: every response seen by the helpers below lands here.
@@ -194,6 +202,9 @@ export async function startServer(envOverrides = {}, { shareWith } = {}) {
     if (pgdb?.name) await dropDatabase(pgdb.name);
     throw e;
   }
+  const audit = { lines, dbPath, pg: pgdb?.name ? { ...PG, name: pgdb.name } : null, pgTool };
+  trackServer(audit);
+  noteConfigSecrets(envOverrides);
 
   let stopped = null;
   const server = {
@@ -230,8 +241,12 @@ export async function startServer(envOverrides = {}, { shareWith } = {}) {
       stopped = (async () => {
         running.delete(server);
         const info = await proc.terminate('SIGTERM');
-        await rm(dir, { recursive: true, force: true });
-        if (pgdb?.name) await dropDatabase(pgdb.name);
+        try {
+          await finishServer(audit);
+        } finally {
+          await rm(dir, { recursive: true, force: true });
+          if (pgdb?.name) await dropDatabase(pgdb.name);
+        }
         return info;
       })();
       return stopped;
@@ -259,10 +274,13 @@ async function launch(envOverrides, dbPath, lines) {
 
 async function launchOnce(env, port, lines) {
   const mig = await runOnce(['migrate'], env);
+  // stdout: on a new database, the API keys, printed once by design (like key show).
+  noteCliOutput(['migrate', '(stderr)'], mig.stderr);
   if (mig.code !== 0) {
     throw new Error(`tessera migrate failed (code ${mig.code}, signal ${mig.signal}):\n${mig.stdout}\n${mig.stderr}`);
   }
   const keys = await runOnce(['key', 'show', '--json'], env);
+  noteCliOutput(['key', 'show', '--json', '(stderr; stdout holds the keys by design)'], keys.stderr);
   if (keys.code !== 0) {
     throw new Error(`tessera key show --json failed (code ${keys.code}):\n${keys.stdout}\n${keys.stderr}`);
   }
@@ -278,7 +296,9 @@ async function launchOnce(env, port, lines) {
   }
 
   const firstLine = lines.length;
-  const child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = WRAPPER.length
+    ? spawn(WRAPPER[0], [...WRAPPER.slice(1), BIN, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+    : spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const collect = (stream, tag) => {
     let buf = '';
     stream.setEncoding('utf8');
@@ -305,6 +325,7 @@ async function launchOnce(env, port, lines) {
   });
 
   const url = `http://127.0.0.1:${port}`;
+  registerTessera(url);
   const deadline = Date.now() + STARTUP_TIMEOUT_MS;
   let ready = false;
   while (Date.now() < deadline && !exitInfo) {
@@ -384,7 +405,7 @@ export async function finish(...servers) {
 export function test(name, optsOrFn, maybeFn) {
   const fn = typeof optsOrFn === 'function' ? optsOrFn : maybeFn;
   const opts = typeof optsOrFn === 'function' ? {} : optsOrFn;
-  return nodeTest(name, { timeout: 60000, ...opts }, async (t) => {
+  return nodeTest(name, { timeout: 60000 * SLOWDOWN, ...opts }, async (t) => {
     const marks = new Map([...running].map((s) => [s, s.logCount()]));
     try {
       await fn(t);
@@ -523,6 +544,7 @@ export function rawHttp(server, method, pathname, { headers = {}, body, chunks }
         res.on('end', () => {
           settled = true;
           record(method, u.href, res.statusCode);
+          noteExchange({ url: u.href, method, headers, body: chunks ? undefined : body, status: res.statusCode, text });
           let parsed;
           try {
             parsed = text ? JSON.parse(text) : undefined;

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { BIN, PG, trackedFetch, sleep } from './server.mjs';
+import { noteCliOutput } from './secrets.mjs';
 
 export const UNAUTHORIZED = {
   error: { code: 'unauthorized', message: 'Invalid or expired credentials' },
@@ -217,6 +218,8 @@ export async function listAll(who, path, size) {
 /** Runs the tessera CLI with the server's environment. */
 export function cli(server, args) {
   const r = spawnSync(BIN, args, { env: server.env, input: '', encoding: 'utf8', timeout: 60000 });
+  // Its stderr is log output, audited for secrets; its stdout may print a new secret by design.
+  noteCliOutput(args, r.stderr);
   return { code: r.status, out: r.stdout ?? '', err: r.stderr ?? '' };
 }
 

@@ -825,6 +825,21 @@ static void test_signing_keys(void **state)
     assert_int_equal(count, 2);
     assert_int_equal(state_of(f->st, "k2", NULL), TS_KEY_RETIRED); /* just retired: kept */
     assert_int_equal(state_of(f->st, "k4", NULL), TS_KEY_ACTIVE);
+
+    /* Re-sealing is a compare-and-swap on the stored text: a stale expectation (another node
+     * re-sealed first) or an unknown kid changes nothing. */
+    assert_int_equal(ts_store_signing_key_reseal(f->st, "k4", "not what is stored", "x"),
+                     TS_E_STALE);
+    assert_int_equal(ts_store_signing_key_reseal(f->st, "nope", "-----BEGIN PRIVATE KEY-----", "x"),
+                     TS_E_STALE);
+    assert_int_equal(
+        ts_store_signing_key_reseal(f->st, "k4", "-----BEGIN PRIVATE KEY-----", "$sealed$"), TS_OK);
+    assert_int_equal(ts_store_signing_keys_list(f->st, &rows, &n), TS_OK);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(rows[i].private_pem, strcmp(rows[i].kid, "k4") == 0
+                                                     ? "$sealed$"
+                                                     : "-----BEGIN PRIVATE KEY-----");
+    ts_signing_key_rows_free(rows, n);
 }
 
 /* ---- durability ---- */
