@@ -124,14 +124,6 @@ void api_json(struct ts_http_req *req, int status, json_t *j)
 
 /* ---- request bodies ---- */
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c = tolower(c);
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* Decodes application/x-www-form-urlencoded text into an arena string; NULL if malformed. */
 static char *form_decode(struct ts_arena *a, const char *s, size_t n)
 {
@@ -143,8 +135,8 @@ static char *form_decode(struct ts_arena *a, const char *s, size_t n)
         } else if (s[i] == '%') {
             if (i + 2 >= n)
                 return NULL;
-            int hi = hexval((unsigned char)s[i + 1]);
-            int lo = hexval((unsigned char)s[i + 2]);
+            int hi = ts_hex_digit((unsigned char)s[i + 1]);
+            int lo = ts_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 return NULL;
             out[o++] = (char)(hi * 16 + lo);

@@ -1702,14 +1702,6 @@ static char *fill_resource(struct ts_http_req *req, const char *tmpl, const json
     return ts_arena_strdup(ts_http_arena(req), out);
 }
 
-static int hexdigit(int c)
-{
-    return c >= '0' && c <= '9'   ? c - '0'
-           : c >= 'a' && c <= 'f' ? c - 'a' + 10
-           : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                  : -1;
-}
-
 /*
  * The original path as upstreams will see it, or false when it is ambiguous. Rules match the
  * decoded path, so that /%61dmin is /admin; anything that servers behind the proxy may read
@@ -1723,8 +1715,8 @@ static bool canonical_path(char *path)
     for (const char *p = path; *p; p++) {
         int c = (unsigned char)*p;
         if (c == '%') {
-            int hi = hexdigit((unsigned char)p[1]),
-                lo = hi < 0 ? -1 : hexdigit((unsigned char)p[2]);
+            int hi = ts_hex_digit((unsigned char)p[1]),
+                lo = hi < 0 ? -1 : ts_hex_digit((unsigned char)p[2]);
             if (lo < 0)
                 return false;
             c = hi * 16 + lo;

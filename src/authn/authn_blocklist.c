@@ -46,21 +46,10 @@ struct ts_pw_blocklist {
     atomic_bool warned; /* a malformed line met by a lookup was logged */
 };
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static size_t hex_run(const char *p, const char *end)
 {
     size_t n = 0;
-    while (p + n < end && hex_value(p[n]) >= 0)
+    while (p + n < end && ts_hex_digit(p[n]) >= 0)
         n++;
     return n;
 }
@@ -94,7 +83,7 @@ static bool hashed_line_ok(const char *p, const char *e)
 static int hex_cmp(const char *line, const char *target)
 {
     for (size_t i = 0; i < HEX_LEN; i++) {
-        int a = hex_value(line[i]), b = hex_value(target[i]);
+        int a = ts_hex_digit(line[i]), b = ts_hex_digit(target[i]);
         if (a != b)
             return a < b ? -1 : 1;
     }

@@ -94,22 +94,11 @@ static bool is_digit(int c)
     return c >= '0' && c <= '9';
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static bool read_hex4(const char *s, uint32_t *out)
 {
     uint32_t v = 0;
     for (int i = 0; i < 4; i++) {
-        int h = hexval((unsigned char)s[i]);
+        int h = ts_hex_digit((unsigned char)s[i]);
         if (h < 0)
             return false;
         v = v << 4 | (uint32_t)h;

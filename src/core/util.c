@@ -276,6 +276,17 @@ void ts_hex_encode(const uint8_t *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+int ts_hex_digit(int c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
 enum ts_rc ts_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
     if (!s || !*s || isspace((unsigned char)*s))

@@ -40,6 +40,8 @@ TS_NODISCARD enum ts_rc ts_duration_parse(const char *s, int64_t *out_us);
 
 /* Lower-case hex of n bytes into out (2n+1 bytes, NUL-terminated). */
 void ts_hex_encode(const uint8_t *in, size_t n, char *out);
+/* The value of one hex digit (either case), or -1 when c is not one. */
+int ts_hex_digit(int c);
 
 /* Parses a decimal integer in [min, max] with nothing after it. */
 TS_NODISCARD enum ts_rc ts_parse_i64(const char *s, int64_t min, int64_t max, int64_t *out);

@@ -454,17 +454,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     req_free(req);
 }
 
-static int hexdigit(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes the path and query arguments in place, except "%00": a NUL would cut the
  * string short ("/admin/users/%00" would read as "/admin/users"), so it stays as typed and
  * reaches the handlers as three ordinary characters. */
@@ -475,7 +464,7 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
     char *r = s, *w = s;
     while (*r) {
         int hi, lo;
-        if (r[0] == '%' && (hi = hexdigit(r[1])) >= 0 && (lo = hexdigit(r[2])) >= 0 &&
+        if (r[0] == '%' && (hi = ts_hex_digit(r[1])) >= 0 && (lo = ts_hex_digit(r[2])) >= 0 &&
             (hi | lo) != 0) {
             *w++ = (char)(hi * 16 + lo);
             r += 3;

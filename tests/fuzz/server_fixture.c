@@ -281,17 +281,6 @@ static bool json_object_text(const char *s, size_t n)
     return ok;
 }
 
-static int hex_digit(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Whether the first request's path, percent-decoded, is the gateway's: nginx's auth_request
  * endpoint answers without a body by design (docs/API.md, "The gateway"). */
 static bool gateway_request(const uint8_t *req, size_t len)
@@ -311,8 +300,8 @@ static bool gateway_request(const uint8_t *req, size_t len)
     size_t o = 0;
     while (p < end && *p != ' ' && *p != '?' && o < sizeof(path) - 1) {
         int hi, lo;
-        if (*p == '%' && end - p > 2 && (hi = hex_digit(p[1])) >= 0 &&
-            (lo = hex_digit(p[2])) >= 0 && (hi | lo)) {
+        if (*p == '%' && end - p > 2 && (hi = ts_hex_digit(p[1])) >= 0 &&
+            (lo = ts_hex_digit(p[2])) >= 0 && (hi | lo)) {
             path[o++] = (char)(hi * 16 + lo);
             p += 3;
         } else {
